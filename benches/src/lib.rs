@@ -1,0 +1,1 @@
+//! Millgate benchmarks (placeholder until its issue lands).

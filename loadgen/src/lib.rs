@@ -1,0 +1,1 @@
+//! Millgate load generator (placeholder until its issue lands).

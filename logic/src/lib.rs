@@ -1,0 +1,1 @@
+//! Millgate logic tier (placeholder until its issue lands).
