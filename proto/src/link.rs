@@ -1,0 +1,1 @@
+//! The gateway <-> logic link protocol (to be designed with the logic tier).
