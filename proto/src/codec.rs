@@ -270,7 +270,11 @@ mod tests {
             let mut part = BytesMut::from(&whole[..cut]);
             assert_eq!(decode(&mut part, 16), Ok(None), "cut at {cut}");
             assert_eq!(part.len(), cut, "a partial frame is left untouched");
-            let expect = if cut < HEADER_LEN { HEADER_LEN } else { whole.len() };
+            let expect = if cut < HEADER_LEN {
+                HEADER_LEN
+            } else {
+                whole.len()
+            };
             assert_eq!(missing(&part), expect - cut);
         }
     }

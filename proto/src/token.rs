@@ -43,7 +43,8 @@ impl TokenKey {
     /// A key from the shared secret. HMAC accepts keys of any length.
     pub fn new(secret: &[u8]) -> TokenKey {
         TokenKey {
-            mac: <HmacSha256 as Mac>::new_from_slice(secret).expect("HMAC takes keys of any length"),
+            mac: <HmacSha256 as Mac>::new_from_slice(secret)
+                .expect("HMAC takes keys of any length"),
         }
     }
 
@@ -58,7 +59,10 @@ impl TokenKey {
     /// Mints the token for (`uin`, `device_id`) valid until `expires_at`
     /// (Unix seconds, inclusive).
     pub fn mint(&self, uin: u64, device_id: u32, expires_at: u64) -> [u8; TOKEN_LEN] {
-        let tag = self.mac_for(uin, device_id, expires_at).finalize().into_bytes();
+        let tag = self
+            .mac_for(uin, device_id, expires_at)
+            .finalize()
+            .into_bytes();
         let mut token = [0u8; TOKEN_LEN];
         token[..8].copy_from_slice(&expires_at.to_be_bytes());
         token[8..].copy_from_slice(&tag);
@@ -69,7 +73,13 @@ impl TokenKey {
     /// The MAC is checked first, in constant time, so that an expiry is
     /// only reported for a token this key minted. A token is valid through
     /// the second it names: it is expired once `now > expires_at`.
-    pub fn verify(&self, token: &[u8], uin: u64, device_id: u32, now: u64) -> Result<(), TokenError> {
+    pub fn verify(
+        &self,
+        token: &[u8],
+        uin: u64,
+        device_id: u32,
+        now: u64,
+    ) -> Result<(), TokenError> {
         let Some((head, tag)) = token.split_first_chunk::<8>() else {
             return Err(TokenError::Length(token.len()));
         };
