@@ -119,11 +119,19 @@ impl fmt::Display for Finding {
             Status::Unknown => "UNKNOWN",
             Status::Info => "info",
         };
-        writeln!(
-            f,
-            "[{tag:>7}] {}: current {}, need {}",
-            self.setting, self.current, self.required
-        )?;
+        if self.status == Status::Info {
+            writeln!(
+                f,
+                "[{tag:>7}] {}: current {}; {}",
+                self.setting, self.current, self.required
+            )?;
+        } else {
+            writeln!(
+                f,
+                "[{tag:>7}] {}: current {}, need {}",
+                self.setting, self.current, self.required
+            )?;
+        }
         writeln!(f, "          why: {}", self.why)?;
         for line in &self.fix {
             writeln!(f, "          fix: {line}")?;
@@ -259,7 +267,7 @@ pub fn check(facts: &Facts, sessions: u64) -> Vec<Finding> {
         facts
             .netdev_max_backlog
             .map_or_else(|| "unreadable".to_owned(), show),
-        "no function of N".to_owned(),
+        "not a function of N".to_owned(),
         "per-CPU packet queue (RPS, loopback); double it while column 2 of /proc/net/softnet_stat grows".to_owned(),
     ));
     out.push(port_range(facts.ip_local_port_range, n));
@@ -302,7 +310,7 @@ pub fn check(facts: &Facts, sessions: u64) -> Vec<Finding> {
         facts
             .tcp_fin_timeout
             .map_or_else(|| "unreadable".to_owned(), show),
-        "no function of N (kernel default 60)".to_owned(),
+        "not a function of N (kernel default 60)".to_owned(),
         "how long an orphan whose peer vanished sits in FIN_WAIT_2; bounded by tcp_max_orphans"
             .to_owned(),
     ));
@@ -337,7 +345,7 @@ fn port_range(range: Option<(u64, u64)>, n: u64) -> Finding {
             (
                 format!("{lo} {hi} ({ports} ports)"),
                 format!(
-                    "{} source addresses per destination for a load generator here",
+                    "a load generator here needs {} source addresses per destination",
                     n.div_ceil(ports)
                 ),
             )
@@ -397,7 +405,12 @@ fn buffers(setting: &'static str, current: Option<[u64; 3]>, n: u64) -> Finding 
         ),
         None => "idle sockets hold no buffer; tcp_mem is the real cap".to_owned(),
     };
-    info(setting, triple(current), "no function of N".to_owned(), why)
+    info(
+        setting,
+        triple(current),
+        "not a function of N".to_owned(),
+        why,
+    )
 }
 
 fn memory(mem_total: Option<u64>, n: u64) -> Finding {
