@@ -47,8 +47,11 @@ pub struct Facts {
     pub nofile_hard: Option<u64>,
     /// `net.core.somaxconn`: cap on every listen backlog.
     pub somaxconn: Option<u64>,
-    /// `net.ipv4.tcp_max_syn_backlog`: half-open connections per listener.
+    /// `net.ipv4.tcp_max_syn_backlog`: half-open connections per listener,
+    /// enforced only while `tcp_syncookies` is 0.
     pub tcp_max_syn_backlog: Option<u64>,
+    /// `net.ipv4.tcp_syncookies`: 0 off, 1 when the SYN queue overflows, 2 always.
+    pub tcp_syncookies: Option<u64>,
     /// `net.core.netdev_max_backlog`: per-CPU input queue, packets.
     pub netdev_max_backlog: Option<u64>,
     /// `net.ipv4.ip_local_port_range`: first and last ephemeral port.
@@ -253,15 +256,24 @@ pub fn check(facts: &Facts, sessions: u64) -> Vec<Finding> {
         format!("every listen() backlog is capped here; a reconnect storm of min({n}, {BACKLOG_CAP}) must queue"),
         vec![sysctl_line("net.core.somaxconn", backlog)],
     ));
-    out.push(at_least(
-        "net.ipv4.tcp_max_syn_backlog",
-        facts.tcp_max_syn_backlog,
-        backlog,
-        format!(
-            "half-open handshakes per listener during a reconnect storm, min({n}, {BACKLOG_CAP})"
+    out.push(match facts.tcp_syncookies {
+        Some(cookies) if cookies > 0 => info(
+            "net.ipv4.tcp_max_syn_backlog",
+            facts
+                .tcp_max_syn_backlog
+                .map_or_else(|| "unreadable".to_owned(), show),
+            format!("unused while net.ipv4.tcp_syncookies = {cookies}"),
+            "with syncookies the half-open queue is bounded by the listen backlog (somaxconn)"
+                .to_owned(),
         ),
-        vec![sysctl_line("net.ipv4.tcp_max_syn_backlog", backlog)],
-    ));
+        _ => at_least(
+            "net.ipv4.tcp_max_syn_backlog",
+            facts.tcp_max_syn_backlog,
+            backlog,
+            format!("syncookies off: half-open handshakes per listener in a reconnect storm, min({n}, {BACKLOG_CAP})"),
+            vec![sysctl_line("net.ipv4.tcp_max_syn_backlog", backlog)],
+        ),
+    });
     out.push(info(
         "net.core.netdev_max_backlog",
         facts
@@ -489,6 +501,7 @@ pub fn gather(read: impl Fn(&str) -> Option<String>) -> Facts {
         nofile_hard,
         somaxconn: num("net.core.somaxconn"),
         tcp_max_syn_backlog: num("net.ipv4.tcp_max_syn_backlog"),
+        tcp_syncookies: num("net.ipv4.tcp_syncookies"),
         netdev_max_backlog: num("net.core.netdev_max_backlog"),
         ip_local_port_range: sys("net.ipv4.ip_local_port_range")
             .as_deref()
@@ -549,6 +562,7 @@ mod tests {
             nofile_hard: Some(20_000),
             somaxconn: Some(4_096),
             tcp_max_syn_backlog: Some(2_048),
+            tcp_syncookies: Some(1),
             netdev_max_backlog: Some(1_000),
             ip_local_port_range: Some((32_768, 60_999)),
             tcp_mem: Some([287_898, 383_867, 575_796]),
@@ -579,7 +593,6 @@ mod tests {
                 "RLIMIT_NOFILE (soft)",
                 "RLIMIT_NOFILE (hard)",
                 "net.core.somaxconn",
-                "net.ipv4.tcp_max_syn_backlog",
                 "net.ipv4.tcp_mem",
                 "net.netfilter.nf_conntrack_max",
                 "net.ipv4.tcp_max_tw_buckets",
@@ -617,6 +630,24 @@ mod tests {
         let small = check(&stock(), 3_000);
         assert_eq!(find(&small, "net.core.somaxconn").required, ">= 3000");
         assert_eq!(find(&small, "net.core.somaxconn").status, Status::Ok);
+    }
+
+    #[test]
+    fn syn_backlog_counts_only_without_syncookies() {
+        let mut facts = stock();
+        let fs = check(&facts, 1_000_000);
+        assert_eq!(
+            find(&fs, "net.ipv4.tcp_max_syn_backlog").status,
+            Status::Info
+        );
+        facts.tcp_syncookies = Some(0);
+        let fs = check(&facts, 1_000_000);
+        let syn = find(&fs, "net.ipv4.tcp_max_syn_backlog");
+        assert_eq!(syn.status, Status::Short);
+        assert_eq!(
+            syn.fix,
+            ["/etc/sysctl.d/60-millgate.conf: net.ipv4.tcp_max_syn_backlog = 65535"]
+        );
     }
 
     #[test]
@@ -740,6 +771,6 @@ mod tests {
         }
         assert!(text.contains("[  SHORT] RLIMIT_NOFILE (soft): current 20000, need >= 1001024"));
         assert!(text.contains("[     ok] fs.nr_open: current 1048576, need >= 1001024"));
-        assert!(text.contains("verdict: 8 setting(s) short"));
+        assert!(text.contains("verdict: 7 setting(s) short"));
     }
 }

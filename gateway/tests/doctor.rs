@@ -30,6 +30,7 @@ fn fake_proc(path: &str) -> Option<String> {
         "/proc/sys/fs/nr_open" => "1048576\n",
         "/proc/sys/net/core/somaxconn" => "4096\n",
         "/proc/sys/net/ipv4/tcp_max_syn_backlog" => "1024\n",
+        "/proc/sys/net/ipv4/tcp_syncookies" => "0\n",
         "/proc/sys/net/core/netdev_max_backlog" => "1000\n",
         "/proc/sys/net/ipv4/ip_local_port_range" => "32768\t60999\n",
         "/proc/sys/net/ipv4/tcp_mem" => "94000\t125000\t188000\n",
