@@ -8,7 +8,15 @@
 //! signals, lifecycle), [`metrics`].
 #![deny(unsafe_code)]
 
+pub mod cli;
+pub mod config;
+pub mod conn;
+pub mod doctor;
 pub mod heartbeat;
+pub mod metrics;
 pub mod ratelimit;
+pub mod server;
 pub mod session;
+mod sys;
 pub mod wheel;
+pub mod worker;

@@ -175,6 +175,8 @@ pub struct Session {
     /// Rate limiter state (see `ratelimit`).
     tat: u32,
     state: State,
+    /// LOGIN succeeded at some point (stays true while closing).
+    logged_in: bool,
 }
 
 fn put_error(out: &mut BytesMut, seq: u32, code: ErrorCode, message: &str) {
@@ -198,11 +200,16 @@ impl Session {
             hb_ms: 0,
             tat: now_ms as u32,
             state: State::AwaitLogin,
+            logged_in: false,
         }
     }
 
     pub fn state(&self) -> State {
         self.state
+    }
+    /// LOGIN succeeded on this connection (it may be closing now).
+    pub fn logged_in(&self) -> bool {
+        self.logged_in
     }
     pub fn uin(&self) -> u64 {
         self.uin
@@ -355,6 +362,7 @@ impl Session {
         self.uin = login.uin;
         self.device = login.device_id;
         self.state = State::Active;
+        self.logged_in = true;
         self.last_seen = t;
         self.last_hb = t;
         self.prev_iv = 0;

@@ -1,0 +1,205 @@
+//! Command-line flags. Each flag overrides the same field of the config
+//! file (or of the defaults, documented on [`Config`]).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::config::Config;
+
+/// Millgate gateway: holds client sessions and forwards them to the logic
+/// tier.
+#[derive(Debug, Parser)]
+#[command(name = "gateway", version, args_conflicts_with_subcommands = true)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Option<Command>,
+    #[command(flatten)]
+    pub run: RunArgs,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Print a login token (hex) for a uin and device.
+    Token {
+        #[arg(long)]
+        secret_file: PathBuf,
+        #[arg(long)]
+        uin: u64,
+        #[arg(long)]
+        device: u32,
+        /// Seconds from now until the token expires.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: u64,
+    },
+    /// Check this machine's kernel settings and limits for N sessions.
+    Doctor {
+        #[arg(long, default_value_t = 1_000_000)]
+        sessions: u64,
+    },
+}
+
+/// Flags of the server itself.
+#[derive(Debug, Args, Default)]
+pub struct RunArgs {
+    /// TOML configuration file; flags override it.
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Listen address (every worker binds it with SO_REUSEPORT).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Worker threads (0: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// File with the HMAC secret for login tokens (one trailing newline
+    /// removed).
+    #[arg(long)]
+    pub secret_file: Option<PathBuf>,
+    /// Starting heartbeat interval for every network type.
+    #[arg(long)]
+    pub heartbeat_ms: Option<u32>,
+    /// Adapt the heartbeat interval (rule 5): true or false.
+    #[arg(long)]
+    pub adaptive_heartbeat: Option<bool>,
+    /// Fixed idle timeout instead of 3 x the heartbeat interval.
+    #[arg(long)]
+    pub idle_timeout_ms: Option<u32>,
+    /// Largest frame body accepted.
+    #[arg(long)]
+    pub max_body: Option<usize>,
+    /// Time allowed from accept to LOGIN.
+    #[arg(long)]
+    pub login_timeout_ms: Option<u32>,
+    /// Drain window on SIGTERM.
+    #[arg(long)]
+    pub drain_ms: Option<u64>,
+    /// listen(2) backlog per worker socket.
+    #[arg(long)]
+    pub backlog: Option<i32>,
+    /// SO_RCVBUF for client sockets.
+    #[arg(long)]
+    pub recv_buffer: Option<usize>,
+    /// SO_SNDBUF for client sockets.
+    #[arg(long)]
+    pub send_buffer: Option<usize>,
+    /// SEND rate limit per session (per second).
+    #[arg(long)]
+    pub send_rate: Option<u32>,
+    /// SEND burst per session.
+    #[arg(long)]
+    pub send_burst: Option<u32>,
+    /// Timer wheel tick.
+    #[arg(long)]
+    pub tick_ms: Option<u32>,
+    /// Prometheus endpoint address (serves GET /metrics).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+    /// Logic server address.
+    #[arg(long)]
+    pub logic: Option<SocketAddr>,
+}
+
+impl RunArgs {
+    /// Applies the flags given over `cfg`.
+    pub fn apply(&self, cfg: &mut Config) {
+        fn set<T: Clone>(field: &mut T, flag: &Option<T>) {
+            if let Some(v) = flag {
+                *field = v.clone();
+            }
+        }
+        set(&mut cfg.listen, &self.listen);
+        set(&mut cfg.threads, &self.threads);
+        if self.secret_file.is_some() {
+            cfg.secret_file.clone_from(&self.secret_file);
+        }
+        if let Some(ms) = self.heartbeat_ms {
+            cfg.heartbeat.set_all_starting(ms);
+        }
+        set(&mut cfg.heartbeat.adaptive, &self.adaptive_heartbeat);
+        if self.idle_timeout_ms.is_some() {
+            cfg.heartbeat.idle_timeout_ms = self.idle_timeout_ms;
+        }
+        set(&mut cfg.max_body, &self.max_body);
+        set(&mut cfg.login_timeout_ms, &self.login_timeout_ms);
+        set(&mut cfg.drain_ms, &self.drain_ms);
+        set(&mut cfg.backlog, &self.backlog);
+        if self.recv_buffer.is_some() {
+            cfg.recv_buffer = self.recv_buffer;
+        }
+        if self.send_buffer.is_some() {
+            cfg.send_buffer = self.send_buffer;
+        }
+        set(&mut cfg.rate.per_sec, &self.send_rate);
+        set(&mut cfg.rate.burst, &self.send_burst);
+        set(&mut cfg.tick_ms, &self.tick_ms);
+        if self.metrics.is_some() {
+            cfg.metrics = self.metrics;
+        }
+        if self.logic.is_some() {
+            cfg.logic = self.logic;
+        }
+    }
+
+    /// The config file (if any) with these flags applied.
+    pub fn load(&self) -> Result<Config, crate::config::ConfigError> {
+        let mut cfg = match &self.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        self.apply(&mut cfg);
+        Ok(cfg)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_override_and_heartbeat_ms_sets_every_network() {
+        let cli = Cli::parse_from([
+            "gateway",
+            "--listen",
+            "127.0.0.1:1",
+            "--heartbeat-ms",
+            "1234",
+            "--adaptive-heartbeat",
+            "false",
+            "--secret-file",
+            "/x",
+        ]);
+        let cfg = cli.run.load().unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:1".parse().unwrap());
+        assert!(!cfg.heartbeat.adaptive);
+        assert_eq!(cfg.heartbeat.wired_ms, 1234);
+        assert_eq!(cfg.heartbeat.cell_2g_ms, 1234);
+        assert_eq!(cfg.secret_file, Some(PathBuf::from("/x")));
+        assert_eq!(cfg.max_body, 65_536);
+    }
+
+    #[test]
+    fn token_subcommand_parses() {
+        let cli = Cli::parse_from([
+            "gateway",
+            "token",
+            "--secret-file",
+            "s",
+            "--uin",
+            "5",
+            "--device",
+            "2",
+            "--ttl-secs",
+            "60",
+        ]);
+        assert!(matches!(
+            cli.command,
+            Some(Command::Token {
+                uin: 5,
+                device: 2,
+                ttl_secs: 60,
+                ..
+            })
+        ));
+    }
+}

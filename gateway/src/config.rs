@@ -1,0 +1,208 @@
+//! The gateway's one configuration struct: defaults, an optional TOML file,
+//! and command-line flags on top (flags win).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::heartbeat::HeartbeatPolicy;
+use crate::ratelimit::RateLimit;
+
+/// Everything the `gateway` binary can be told. Each field shows its
+/// default.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address every worker's listening socket binds, each with
+    /// SO_REUSEPORT so the kernel spreads accepts over workers (and over
+    /// several gateway processes on one port). Default `0.0.0.0:7000`.
+    pub listen: SocketAddr,
+    /// Worker threads, each with its own poll, listener, slab and wheel.
+    /// 0 means one per core. Default 0.
+    pub threads: usize,
+    /// listen(2) backlog per worker socket; the kernel caps it at
+    /// `net.core.somaxconn`. Default 4096.
+    pub backlog: i32,
+    /// SO_RCVBUF for client sockets, set on the listener and inherited by
+    /// accepted sockets. Default none (the kernel's `tcp_rmem` default).
+    pub recv_buffer: Option<usize>,
+    /// SO_SNDBUF for client sockets, likewise. Default none (`tcp_wmem`).
+    pub send_buffer: Option<usize>,
+    /// TCP_NODELAY on client sockets (set on the listener; Linux copies it
+    /// to accepted sockets). Default true: replies are small and latency
+    /// matters more than segment count.
+    pub nodelay: bool,
+    /// File holding the HMAC secret for login tokens: its bytes, with one
+    /// trailing newline removed. Required.
+    pub secret_file: Option<PathBuf>,
+    /// Largest accepted frame body (rule 11). Default 65,536.
+    pub max_body: usize,
+    /// Time allowed from accept to LOGIN (rule 1). Default 10,000 ms.
+    pub login_timeout_ms: u32,
+    /// Heartbeat intervals, adaptation and idle timeout (rules 4 and 5).
+    pub heartbeat: HeartbeatPolicy,
+    /// SEND rate limit per session (rule 10).
+    pub rate: RateLimit,
+    /// Drain window on SIGTERM (rule 12): GOAWAY delays and closes are
+    /// spread over it. Default 30,000 ms.
+    pub drain_ms: u64,
+    /// After an ERROR that closes a connection, keep discarding the
+    /// client's input this long so the ERROR is not lost to a reset.
+    /// Default 2,000 ms.
+    pub linger_ms: u32,
+    /// Timer wheel tick. Expiry is late by at most one tick. Default 100 ms.
+    pub tick_ms: u32,
+    /// Timer wheel slots per worker (a power of two). With the default
+    /// tick this is a 409 s horizon; longer deadlines are re-armed lazily.
+    /// Default 4096.
+    pub wheel_slots: usize,
+    /// Most connections one worker holds; further accepts are closed at
+    /// once. Default 4,000,000.
+    pub max_connections_per_thread: usize,
+    /// Address of the Prometheus text endpoint (`GET /metrics`). Default
+    /// none (off).
+    pub metrics: Option<SocketAddr>,
+    /// The logic server. Default none: every backend request is answered
+    /// UNAVAILABLE (rule 13).
+    pub logic: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 7000)),
+            threads: 0,
+            backlog: 4096,
+            recv_buffer: None,
+            send_buffer: None,
+            nodelay: true,
+            secret_file: None,
+            max_body: proto::codec::DEFAULT_MAX_BODY,
+            login_timeout_ms: 10_000,
+            heartbeat: HeartbeatPolicy::default(),
+            rate: RateLimit::default(),
+            drain_ms: 30_000,
+            linger_ms: 2_000,
+            tick_ms: 100,
+            wheel_slots: 4096,
+            max_connections_per_thread: 4_000_000,
+            metrics: None,
+            logic: None,
+        }
+    }
+}
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("reading {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: Box<toml::de::Error>,
+    },
+    #[error("no secret: set --secret-file (or secret_file in the config file)")]
+    NoSecret,
+    #[error("the secret file {0} is empty")]
+    EmptySecret(PathBuf),
+}
+
+impl Config {
+    /// Loads a TOML file over the defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source: Box::new(source),
+        })
+    }
+
+    /// Worker threads to start.
+    pub fn worker_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// Reads the HMAC secret named by `secret_file`.
+    pub fn read_secret(&self) -> Result<Vec<u8>, ConfigError> {
+        let path = self.secret_file.as_ref().ok_or(ConfigError::NoSecret)?;
+        read_secret_file(path)
+    }
+}
+
+/// The secret in `path`: its bytes with one trailing newline removed.
+pub fn read_secret_file(path: &Path) -> Result<Vec<u8>, ConfigError> {
+    let mut bytes = std::fs::read(path).map_err(|source| ConfigError::Read {
+        path: path.to_owned(),
+        source,
+    })?;
+    if bytes.last() == Some(&b'\n') {
+        bytes.pop();
+    }
+    if bytes.is_empty() {
+        return Err(ConfigError::EmptySecret(path.to_owned()));
+    }
+    Ok(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_toml_file_overrides_only_what_it_names() {
+        let dir = std::env::temp_dir().join(format!("millgate-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("gw.toml");
+        std::fs::write(
+            &path,
+            "listen = \"127.0.0.1:9000\"\nthreads = 2\n[heartbeat]\nwired_ms = 5000\n[rate]\nper_sec = 5\n",
+        )
+        .unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!(cfg.listen, "127.0.0.1:9000".parse().unwrap());
+        assert_eq!(cfg.threads, 2);
+        assert_eq!(cfg.heartbeat.wired_ms, 5000);
+        assert_eq!(cfg.heartbeat.wifi_ms, 30_000);
+        assert_eq!(
+            cfg.rate,
+            RateLimit {
+                per_sec: 5,
+                burst: 40
+            }
+        );
+        assert_eq!(cfg.max_body, 65_536);
+        std::fs::write(&path, "no_such_key = 1\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Parse { .. })
+        ));
+    }
+
+    #[test]
+    fn the_secret_loses_exactly_one_trailing_newline() {
+        let dir = std::env::temp_dir().join(format!("millgate-secret-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("s");
+        std::fs::write(&path, b"abc\n\n").unwrap();
+        assert_eq!(read_secret_file(&path).unwrap(), b"abc\n");
+        std::fs::write(&path, b"\n").unwrap();
+        assert!(matches!(
+            read_secret_file(&path),
+            Err(ConfigError::EmptySecret(_))
+        ));
+        let cfg = Config::default();
+        assert!(matches!(cfg.read_secret(), Err(ConfigError::NoSecret)));
+    }
+}
