@@ -1,0 +1,206 @@
+//! The logic server's configuration: one serde struct, filled from
+//! defaults, then an optional `--config` TOML file, then command-line flags
+//! (highest precedence).
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::channel::Retention;
+
+/// Why the configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("reading config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("parsing config file {path}: {source}")]
+    Parse {
+        path: PathBuf,
+        source: toml::de::Error,
+    },
+    #[error("invalid setting: {0}")]
+    Invalid(&'static str),
+}
+
+/// Every setting, with its default.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Address the link listener binds; gateways connect here.
+    /// Default `127.0.0.1:7700`.
+    pub listen: SocketAddr,
+    /// Shard worker threads; 0 means one per available core
+    /// (`std::thread::available_parallelism`). Default 0.
+    pub threads: usize,
+    /// Messages retained per channel, newest first (PROTOCOL.md rule 9).
+    /// Default 1,000.
+    pub retention_count: usize,
+    /// Maximum age of a retained message, in seconds (rule 9).
+    /// Default 86,400 (24 hours).
+    pub retention_secs: u64,
+    /// Largest SEND `body`, in bytes; a larger one is answered TOO_LARGE and
+    /// not stored. Default 32,768.
+    pub max_send_body: usize,
+    /// Largest client frame body accepted inside a link `Client` frame
+    /// (rule 11's limit, normally enforced by the gateway first).
+    /// Default 65,536.
+    pub max_client_body: usize,
+    /// Largest link frame accepted from a gateway (the `len` field).
+    /// Default `proto::link::DEFAULT_MAX_LINK_FRAME` (1 MiB).
+    pub max_link_frame: usize,
+    /// Unsent bytes queued for one gateway before its link is closed as a
+    /// slow consumer. Default 64 MiB.
+    pub max_gateway_backlog: usize,
+    /// Sets `TCP_NODELAY` on link sockets (batching is done by the server,
+    /// so Nagle only adds delay). Default true.
+    pub nodelay: bool,
+    /// Address of the Prometheus `/metrics` endpoint; none by default.
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            threads: 0,
+            retention_count: 1_000,
+            retention_secs: 86_400,
+            max_send_body: 32_768,
+            max_client_body: proto::codec::DEFAULT_MAX_BODY,
+            max_link_frame: proto::link::DEFAULT_MAX_LINK_FRAME,
+            max_gateway_backlog: 64 << 20,
+            nodelay: true,
+            metrics: None,
+        }
+    }
+}
+
+/// Command-line flags; each overrides the file and the default.
+#[derive(Debug, Clone, Default, clap::Parser)]
+#[command(
+    name = "logic",
+    about = "Millgate logic server: router, counters, stores, fan-out"
+)]
+pub struct Cli {
+    /// TOML file with any of the settings (field names as in `Config`).
+    #[arg(long)]
+    pub config: Option<PathBuf>,
+    /// Link listener address (gateways connect here).
+    #[arg(long)]
+    pub listen: Option<SocketAddr>,
+    /// Shard threads (0 = one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Messages retained per channel.
+    #[arg(long)]
+    pub retention_count: Option<usize>,
+    /// Maximum age of retained messages, seconds.
+    #[arg(long)]
+    pub retention_secs: Option<u64>,
+    /// Largest SEND body in bytes.
+    #[arg(long)]
+    pub max_send_body: Option<usize>,
+    /// Prometheus endpoint address (serves GET /metrics).
+    #[arg(long)]
+    pub metrics: Option<SocketAddr>,
+}
+
+impl Config {
+    /// Defaults, then the `--config` file if any, then the flags.
+    pub fn load(cli: &Cli) -> Result<Config, ConfigError> {
+        let mut cfg = match &cli.config {
+            Some(path) => Config::from_file(path)?,
+            None => Config::default(),
+        };
+        if let Some(v) = cli.listen {
+            cfg.listen = v;
+        }
+        if let Some(v) = cli.threads {
+            cfg.threads = v;
+        }
+        if let Some(v) = cli.retention_count {
+            cfg.retention_count = v;
+        }
+        if let Some(v) = cli.retention_secs {
+            cfg.retention_secs = v;
+        }
+        if let Some(v) = cli.max_send_body {
+            cfg.max_send_body = v;
+        }
+        if cli.metrics.is_some() {
+            cfg.metrics = cli.metrics;
+        }
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Parses a TOML file; absent fields keep their defaults.
+    pub fn from_file(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_owned(),
+            source,
+        })?;
+        toml::from_str(&text).map_err(|source| ConfigError::Parse {
+            path: path.to_owned(),
+            source,
+        })
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.max_link_frame < self.max_client_body + 64 {
+            return Err(ConfigError::Invalid(
+                "max_link_frame must exceed max_client_body + 64",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The shard count: `threads`, or the number of cores when 0.
+    pub fn shard_count(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
+            n => n,
+        }
+    }
+
+    /// The retention limits.
+    pub fn retention(&self) -> Retention {
+        Retention {
+            max_count: self.retention_count,
+            max_age_ms: self.retention_secs.saturating_mul(1_000),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn file_then_flags() {
+        let dir = std::env::temp_dir().join(format!("logic-config-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("temp dir");
+        let path = dir.join("logic.toml");
+        std::fs::write(&path, "threads = 3\nretention_count = 10\n").expect("write");
+        let cli = Cli {
+            config: Some(path),
+            retention_count: Some(20),
+            ..Cli::default()
+        };
+        let cfg = Config::load(&cli).expect("loads");
+        assert_eq!(cfg.threads, 3);
+        assert_eq!(cfg.retention_count, 20);
+        assert_eq!(cfg.retention_secs, 86_400);
+        std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn unknown_field_is_an_error() {
+        assert!(toml::from_str::<Config>("thread = 3").is_err());
+    }
+}

@@ -1,0 +1,373 @@
+//! The network thread: one mio loop owning the link listener and every
+//! gateway link connection.
+//!
+//! Reads are drained to `WouldBlock` and decoded with `proto::link`; each
+//! `Open`/`Close`/`Client` goes to the shard owning its uin, collected into
+//! one batch per shard per loop turn. Link bytes produced by shards arrive
+//! on one crossbeam queue (doorbell: a `mio::Waker`); each gateway's bytes
+//! go to its *primary* link connection (the oldest live one), so everything
+//! one shard says to one gateway stays in order, and a connection's queued
+//! buffers go out with vectored writes, many frames per syscall.
+//!
+//! When a gateway's last link connection closes, every shard is told
+//! (`GatewayDown`) in the same batches as that gateway's earlier notices,
+//! so the drop is ordered after them and before anything from a
+//! reconnect. A gateway whose unsent backlog exceeds the configured limit
+//! is a slow consumer: its link is closed and it re-announces on reconnect.
+
+use std::collections::{HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use bytes::{Buf, Bytes, BytesMut};
+use crossbeam_channel::{Receiver, Sender};
+use mio::net::{TcpListener, TcpStream};
+use mio::{Events, Interest, Poll, Token};
+use proto::link::{self, LinkMsg};
+use slab::Slab;
+
+use crate::metrics::Stats;
+use crate::shard::{ShardMsg, shard_of_uin};
+use crate::worker::{Input, IoBatch};
+
+const LISTENER: Token = Token(usize::MAX - 1);
+/// The token of the waker the shards and the signal handler ring.
+pub const WAKER: Token = Token(usize::MAX - 2);
+/// Bytes asked for per read.
+const READ_CHUNK: usize = 64 * 1024;
+/// Most buffers handed to one `writev`.
+const MAX_IOV: usize = 64;
+
+/// Settings of the network thread.
+#[derive(Debug, Clone, Copy)]
+pub struct NetConfig {
+    pub max_link_frame: usize,
+    pub max_backlog: usize,
+    pub nodelay: bool,
+}
+
+#[derive(Debug)]
+struct Conn {
+    stream: TcpStream,
+    rbuf: BytesMut,
+    wq: VecDeque<Bytes>,
+    queued: usize,
+    gw: Option<u64>,
+}
+
+/// The network thread's state.
+#[derive(Debug)]
+pub struct Net {
+    poll: Poll,
+    listener: TcpListener,
+    cfg: NetConfig,
+    conns: Slab<Conn>,
+    /// Live link connections per gateway id, oldest (primary) first.
+    gateways: HashMap<u64, Vec<usize>>,
+    shards: Vec<Sender<Input>>,
+    batches: Vec<Vec<ShardMsg>>,
+    from_shards: Receiver<IoBatch>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+    /// Read buffer: bytes are copied from it into the connection's
+    /// buffer, so a connection only holds what it has not decoded yet.
+    scratch: Vec<u8>,
+}
+
+impl Net {
+    /// Sets up the loop; `poll` must be the one `WAKER` was made with.
+    pub fn new(
+        poll: Poll,
+        mut listener: TcpListener,
+        cfg: NetConfig,
+        shards: Vec<Sender<Input>>,
+        from_shards: Receiver<IoBatch>,
+        stop: Arc<AtomicBool>,
+        stats: Arc<Stats>,
+    ) -> io::Result<Net> {
+        poll.registry()
+            .register(&mut listener, LISTENER, Interest::READABLE)?;
+        let batches = shards.iter().map(|_| Vec::new()).collect();
+        Ok(Net {
+            poll,
+            listener,
+            cfg,
+            conns: Slab::new(),
+            gateways: HashMap::new(),
+            shards,
+            batches,
+            from_shards,
+            stop,
+            stats,
+            scratch: vec![0; READ_CHUNK],
+        })
+    }
+
+    /// Runs until the stop flag is set or polling fails, then tells the
+    /// shards to stop.
+    pub fn run(mut self) -> io::Result<()> {
+        let result = self.serve();
+        for tx in &self.shards {
+            let _ = tx.send(Input::Stop);
+        }
+        result
+    }
+
+    fn serve(&mut self) -> io::Result<()> {
+        let mut events = Events::with_capacity(1024);
+        while !self.stop.load(Ordering::Acquire) {
+            if let Err(e) = self.poll.poll(&mut events, None) {
+                if e.kind() == io::ErrorKind::Interrupted {
+                    continue;
+                }
+                return Err(e);
+            }
+            for ev in &events {
+                match ev.token() {
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    Token(key) => {
+                        if ev.is_readable() || ev.is_read_closed() || ev.is_error() {
+                            self.read(key);
+                        }
+                        if ev.is_writable() && self.conns.contains(key) {
+                            self.write(key);
+                        }
+                    }
+                }
+            }
+            self.flush_to_shards();
+            self.drain_shards();
+        }
+        Ok(())
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((mut stream, peer)) => {
+                    if self.cfg.nodelay {
+                        let _ = stream.set_nodelay(true);
+                    }
+                    let entry = self.conns.vacant_entry();
+                    let key = entry.key();
+                    let interest = Interest::READABLE | Interest::WRITABLE;
+                    if let Err(e) = self
+                        .poll
+                        .registry()
+                        .register(&mut stream, Token(key), interest)
+                    {
+                        tracing::warn!(%peer, error = %e, "register link");
+                        continue;
+                    }
+                    entry.insert(Conn {
+                        stream,
+                        rbuf: BytesMut::new(),
+                        wq: VecDeque::new(),
+                        queued: 0,
+                        gw: None,
+                    });
+                    self.stats.links.fetch_add(1, Ordering::Relaxed);
+                    tracing::info!(%peer, key, "link connected");
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    // EMFILE and friends: try again on the next event.
+                    tracing::warn!(error = %e, "accept");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn read(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut closed = false;
+        loop {
+            match conn.stream.read(&mut self.scratch) {
+                Ok(0) => {
+                    closed = true;
+                    break;
+                }
+                Ok(n) => conn.rbuf.extend_from_slice(&self.scratch[..n]),
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::info!(key, error = %e, "link read");
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if let Err(why) = self.decode_all(key) {
+            tracing::warn!(key, %why, "link protocol error, closing");
+            closed = true;
+        }
+        if closed {
+            self.close(key);
+        }
+    }
+
+    /// Decodes every whole frame buffered on `key` and routes it.
+    fn decode_all(&mut self, key: usize) -> Result<(), String> {
+        let n = self.shards.len();
+        loop {
+            let conn = &mut self.conns[key];
+            let msg = match link::decode(&mut conn.rbuf, self.cfg.max_link_frame) {
+                Ok(Some(m)) => m,
+                Ok(None) => return Ok(()),
+                Err(e) => return Err(e.to_string()),
+            };
+            self.stats.link_frames_in.fetch_add(1, Ordering::Relaxed);
+            let gw = conn.gw;
+            match (gw, msg) {
+                (None, LinkMsg::Hello { gateway_id }) => {
+                    conn.gw = Some(gateway_id);
+                    let list = self.gateways.entry(gateway_id).or_default();
+                    list.push(key);
+                    self.stats
+                        .gateways
+                        .store(self.gateways.len() as u64, Ordering::Relaxed);
+                    tracing::info!(key, gateway_id, "gateway hello");
+                }
+                (Some(_), LinkMsg::Hello { .. }) => return Err("second Hello".into()),
+                (None, _) => return Err("first frame is not Hello".into()),
+                (Some(_), LinkMsg::Ping { nonce }) => {
+                    let mut b = BytesMut::new();
+                    link::encode_pong(&mut b, nonce);
+                    self.queue(key, b.freeze());
+                    self.write(key);
+                }
+                (Some(_), LinkMsg::Pong { .. }) => {}
+                (
+                    Some(gw),
+                    msg @ (LinkMsg::Open { uin, .. }
+                    | LinkMsg::Close { uin, .. }
+                    | LinkMsg::Client { uin, .. }),
+                ) => {
+                    self.batches[shard_of_uin(uin, n)].push(ShardMsg::Link { gw, msg });
+                }
+                (Some(_), other) => {
+                    return Err(format!("unexpected {:?} from a gateway", other.kind()));
+                }
+            }
+        }
+    }
+
+    fn close(&mut self, key: usize) {
+        if !self.conns.contains(key) {
+            return;
+        }
+        let mut conn = self.conns.remove(key);
+        let _ = self.poll.registry().deregister(&mut conn.stream);
+        self.stats.links.fetch_sub(1, Ordering::Relaxed);
+        let Some(gw) = conn.gw else {
+            return;
+        };
+        let Some(list) = self.gateways.get_mut(&gw) else {
+            return;
+        };
+        list.retain(|&k| k != key);
+        if list.is_empty() {
+            self.gateways.remove(&gw);
+            self.stats
+                .gateways
+                .store(self.gateways.len() as u64, Ordering::Relaxed);
+            for b in &mut self.batches {
+                b.push(ShardMsg::GatewayDown { gw });
+            }
+            tracing::info!(gateway_id = gw, "gateway down: its sessions are dropped");
+        }
+    }
+
+    fn queue(&mut self, key: usize, bytes: Bytes) {
+        let conn = &mut self.conns[key];
+        conn.queued += bytes.len();
+        conn.wq.push_back(bytes);
+    }
+
+    /// Writes as much of `key`'s queue as the socket takes.
+    fn write(&mut self, key: usize) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        while !conn.wq.is_empty() {
+            let iov: Vec<IoSlice<'_>> = conn
+                .wq
+                .iter()
+                .take(MAX_IOV)
+                .map(|b| IoSlice::new(b))
+                .collect();
+            match conn.stream.write_vectored(&iov) {
+                Ok(0) => {
+                    self.close(key);
+                    return;
+                }
+                Ok(mut n) => {
+                    conn.queued -= n;
+                    while n > 0 {
+                        let front = conn.wq.front_mut().expect("written bytes were queued");
+                        if n >= front.len() {
+                            n -= front.len();
+                            conn.wq.pop_front();
+                        } else {
+                            front.advance(n);
+                            n = 0;
+                        }
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    tracing::info!(key, error = %e, "link write");
+                    self.close(key);
+                    return;
+                }
+            }
+        }
+    }
+
+    fn flush_to_shards(&mut self) {
+        for (tx, batch) in self.shards.iter().zip(self.batches.iter_mut()) {
+            if !batch.is_empty() {
+                let _ = tx.send(Input::Batch(std::mem::take(batch)));
+            }
+        }
+    }
+
+    /// Moves the shards' output onto connection queues, then writes.
+    fn drain_shards(&mut self) {
+        let mut touched: Vec<usize> = Vec::new();
+        while let Ok(batch) = self.from_shards.try_recv() {
+            for (gw, bytes) in batch {
+                // A gateway without a link gets nothing: it re-announces and
+                // its sessions SYNC after reconnecting.
+                let Some(&key) = self.gateways.get(&gw).and_then(|l| l.first()) else {
+                    continue;
+                };
+                self.queue(key, bytes);
+                if !touched.contains(&key) {
+                    touched.push(key);
+                }
+            }
+        }
+        for key in touched {
+            self.write(key);
+            if let Some(conn) = self.conns.get(key)
+                && conn.queued > self.cfg.max_backlog
+            {
+                tracing::warn!(
+                    key,
+                    queued = conn.queued,
+                    "gateway too slow, closing its link"
+                );
+                self.close(key);
+            }
+        }
+        self.flush_to_shards();
+    }
+}

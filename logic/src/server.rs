@@ -1,0 +1,137 @@
+//! Wiring: binds the sockets, starts the shard threads, the network thread
+//! and the metrics endpoint, and hands back a [`Server`] to stop and join.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::thread::JoinHandle;
+
+use crossbeam_channel::unbounded;
+use mio::{Poll, Waker};
+
+use crate::config::Config;
+use crate::metrics::{self, Stats};
+use crate::net::{Net, NetConfig, WAKER};
+use crate::shard::ShardConfig;
+use crate::worker::{self, IoSender};
+
+/// A running logic server.
+#[derive(Debug)]
+pub struct Server {
+    local_addr: SocketAddr,
+    metrics_addr: Option<SocketAddr>,
+    stopper: Stopper,
+    net: JoinHandle<std::io::Result<()>>,
+    shards: Vec<JoinHandle<()>>,
+}
+
+/// Stops a running server from any thread (e.g. a signal handler thread).
+#[derive(Debug, Clone)]
+pub struct Stopper {
+    flag: Arc<AtomicBool>,
+    waker: Arc<Waker>,
+}
+
+impl Stopper {
+    /// Asks the network thread to stop; it then stops the shards.
+    pub fn stop(&self) {
+        self.flag.store(true, Ordering::Release);
+        let _ = self.waker.wake();
+    }
+}
+
+impl Server {
+    /// Binds and starts everything.
+    pub fn start(cfg: &Config) -> std::io::Result<Server> {
+        let n = cfg.shard_count();
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let std_listener = std::net::TcpListener::bind(cfg.listen)?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let listener = mio::net::TcpListener::from_std(std_listener);
+
+        let stats = Arc::new(Stats::new(n));
+        let metrics_addr = match cfg.metrics {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)?;
+                let bound = l.local_addr()?;
+                metrics::serve(l, stats.clone())?;
+                Some(bound)
+            }
+            None => None,
+        };
+
+        let (io_tx, io_rx) = unbounded();
+        let io = IoSender {
+            tx: io_tx,
+            waker: waker.clone(),
+        };
+        let (txs, rxs): (Vec<_>, Vec<_>) = (0..n).map(|_| unbounded()).unzip();
+        let shard_cfg = ShardConfig {
+            shards: n,
+            retention: cfg.retention(),
+            max_send_body: cfg.max_send_body,
+            max_client_body: cfg.max_client_body,
+        };
+        let mut shards = Vec::with_capacity(n);
+        for (me, rx) in rxs.into_iter().enumerate() {
+            let h = worker::spawn(
+                me,
+                shard_cfg,
+                rx,
+                txs.clone(),
+                io.clone(),
+                stats.shards[me].clone(),
+            )?;
+            shards.push(h);
+        }
+
+        let flag = Arc::new(AtomicBool::new(false));
+        let net_cfg = NetConfig {
+            max_link_frame: cfg.max_link_frame,
+            max_backlog: cfg.max_gateway_backlog,
+            nodelay: cfg.nodelay,
+        };
+        let net = Net::new(poll, listener, net_cfg, txs, io_rx, flag.clone(), stats)?;
+        let net = std::thread::Builder::new()
+            .name("net".into())
+            .spawn(move || net.run())?;
+        Ok(Server {
+            local_addr,
+            metrics_addr,
+            stopper: Stopper { flag, waker },
+            net,
+            shards,
+        })
+    }
+
+    /// The bound link address.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local_addr
+    }
+
+    /// The bound metrics address, if enabled.
+    pub fn metrics_addr(&self) -> Option<SocketAddr> {
+        self.metrics_addr
+    }
+
+    /// A handle that stops this server.
+    pub fn stopper(&self) -> Stopper {
+        self.stopper.clone()
+    }
+
+    /// Waits for the network thread and the shards to finish.
+    pub fn join(self) -> std::io::Result<()> {
+        let net = self
+            .net
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("net thread panicked")));
+        for h in self.shards {
+            if h.join().is_err() {
+                return Err(std::io::Error::other("shard thread panicked"));
+            }
+        }
+        net
+    }
+}

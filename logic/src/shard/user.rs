@@ -1,0 +1,354 @@
+//! The user role of a shard: session notices (router, duplicate-login
+//! kicks, presence copies for channel shards), client frames (decoding,
+//! validation, dedup, forwarding to the channel's shard) and the gathering
+//! of SYNC parts into one SYNC_ACK.
+
+use bytes::{Bytes, BytesMut};
+use prost::Message;
+use proto::codec::{self, Header, Kind};
+use proto::link::{LinkMsg, SessionRef};
+use proto::pb::{self, Status, error::ErrorCode};
+
+use super::{PendingSync, Shard, ShardMsg, shard_of_channel, shard_of_uin};
+use crate::channel::{ChannelKind, inbox_of, kind_of};
+use crate::dedup::{Outcome, Verdict};
+use crate::reply::{self, Origin};
+use crate::router::{Opened, Sess};
+
+impl Shard {
+    pub(super) fn link(&mut self, gw: u64, msg: LinkMsg, out: &mut super::Outbox) {
+        match msg {
+            LinkMsg::Open {
+                session,
+                uin,
+                device,
+            } => {
+                let sess = Sess {
+                    gw,
+                    session,
+                    device,
+                };
+                match self.router.open(uin, sess) {
+                    Opened::New => self.publish_presence(uin, out),
+                    Opened::Unchanged => {}
+                    Opened::Replaced(old) => {
+                        reply::kick_duplicate(out.io(old.gw), old.session);
+                        self.publish_presence(uin, out);
+                    }
+                    Opened::Stale(s) => reply::kick_duplicate(out.io(s.gw), s.session),
+                }
+            }
+            LinkMsg::Close {
+                session,
+                uin,
+                device,
+            } if self.router.close(
+                uin,
+                Sess {
+                    gw,
+                    session,
+                    device,
+                },
+            ) =>
+            {
+                self.publish_presence(uin, out)
+            }
+            LinkMsg::Client {
+                session,
+                uin,
+                device,
+                frame,
+            } => self.client(gw, session, uin, device, frame, out),
+            // A stale Close, or a kind the network thread never routes here.
+            _ => {}
+        }
+    }
+
+    /// Sends `uin`'s current sessions to every other shard holding one of
+    /// its rooms.
+    pub(super) fn publish_presence(&mut self, uin: u64, out: &mut super::Outbox) {
+        let n = self.cfg.shards;
+        let mut targets: Vec<usize> = self
+            .router
+            .rooms(uin)
+            .map(|r| shard_of_channel(r, n))
+            .filter(|&t| t != self.me)
+            .collect();
+        targets.sort_unstable();
+        targets.dedup();
+        let sessions = self.router.sessions(uin).to_vec();
+        for t in targets {
+            out.send(
+                t,
+                ShardMsg::Presence {
+                    uin,
+                    sessions: sessions.clone(),
+                },
+            );
+        }
+    }
+
+    fn client(
+        &mut self,
+        gw: u64,
+        session: SessionRef,
+        uin: u64,
+        device: u32,
+        frame: Bytes,
+        out: &mut super::Outbox,
+    ) {
+        let Some(hdr) = frame.first_chunk::<{ codec::HEADER_LEN }>() else {
+            reply::terminate(out.io(gw), session, 0, ErrorCode::BadFrame, "short frame");
+            return;
+        };
+        let header = match Header::parse(hdr, self.cfg.max_client_body) {
+            Ok(h) => h,
+            Err(e) => {
+                let code = match e {
+                    codec::DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
+                    _ => ErrorCode::BadFrame,
+                };
+                reply::terminate(out.io(gw), session, e.seq(), code, &e.to_string());
+                return;
+            }
+        };
+        let origin = Origin {
+            gw,
+            session,
+            uin,
+            device,
+            seq: header.seq,
+        };
+        if frame.len() != codec::HEADER_LEN + header.body_len as usize {
+            reply::terminate(
+                out.io(gw),
+                session,
+                header.seq,
+                ErrorCode::BadFrame,
+                "length mismatch",
+            );
+            return;
+        }
+        let body = frame.slice(codec::HEADER_LEN..);
+        let ok = match header.kind {
+            Kind::Send => pb::SendReq::decode(body).map(|m| self.send(origin, m, out)),
+            Kind::Sync => pb::SyncReq::decode(body).map(|m| self.sync(origin, m, out)),
+            Kind::Join => pb::Join::decode(body).map(|m| self.join(origin, m.channel, out)),
+            Kind::Leave => pb::Leave::decode(body).map(|m| self.leave(origin, m.channel, out)),
+            _ => {
+                reply::terminate(
+                    out.io(gw),
+                    session,
+                    header.seq,
+                    ErrorCode::BadFrame,
+                    "not a logic request",
+                );
+                return;
+            }
+        };
+        if ok.is_err() {
+            reply::terminate(
+                out.io(gw),
+                session,
+                header.seq,
+                ErrorCode::BadFrame,
+                "body does not decode",
+            );
+        }
+    }
+
+    fn send(&mut self, o: Origin, req: pb::SendReq, out: &mut super::Outbox) {
+        let (ch, cmid) = (req.channel, req.client_msg_id);
+        let kind = kind_of(ch);
+        if kind == ChannelKind::Invalid {
+            reply::send_ack(out.io(o.gw), &o, Status::Invalid, ch, 0, cmid);
+            return;
+        }
+        if req.body.len() > self.cfg.max_send_body {
+            reply::send_ack(out.io(o.gw), &o, Status::TooLarge, ch, 0, cmid);
+            return;
+        }
+        match self.dedup.check(o.uin, o.device, cmid, (o, ch)) {
+            Verdict::Duplicate { msg_id } => {
+                self.counters.duplicates += 1;
+                reply::send_ack(out.io(o.gw), &o, Status::Duplicate, ch, msg_id, cmid);
+            }
+            Verdict::Parked => {}
+            Verdict::Proceed => {
+                if kind == ChannelKind::Room && !self.router.is_member(o.uin, ch) {
+                    let parked = self.dedup.finish(
+                        o.uin,
+                        o.device,
+                        cmid,
+                        &Outcome::Refused(Status::NotMember),
+                    );
+                    debug_assert!(parked.is_empty());
+                    reply::send_ack(out.io(o.gw), &o, Status::NotMember, ch, 0, cmid);
+                    return;
+                }
+                // Detach the body from the link receive buffer: it lives on
+                // in the store (as part of the PUSH frame) only.
+                let body = Bytes::copy_from_slice(&req.body);
+                let msg = ShardMsg::Send {
+                    origin: o,
+                    channel: ch,
+                    cmid,
+                    body,
+                };
+                out.send(shard_of_channel(ch, self.cfg.shards), msg);
+            }
+        }
+    }
+
+    pub(super) fn send_done(
+        &mut self,
+        o: Origin,
+        cmid: u64,
+        result: Result<u64, Status>,
+        out: &mut super::Outbox,
+    ) {
+        let outcome = match result {
+            Ok(msg_id) => Outcome::Stored { msg_id },
+            Err(status) => Outcome::Refused(status),
+        };
+        for (w, ch) in self.dedup.finish(o.uin, o.device, cmid, &outcome) {
+            let buf: &mut BytesMut = out.io(w.gw);
+            match outcome {
+                Outcome::Stored { msg_id } => {
+                    self.counters.duplicates += 1;
+                    reply::send_ack(buf, &w, Status::Duplicate, ch, msg_id, cmid);
+                }
+                Outcome::Refused(status) => reply::send_ack(buf, &w, status, ch, 0, cmid),
+            }
+        }
+    }
+
+    fn join(&mut self, o: Origin, ch: u64, out: &mut super::Outbox) {
+        match kind_of(ch) {
+            ChannelKind::Invalid => reply::join_ack(out.io(o.gw), &o, Status::Invalid, ch, 0),
+            ChannelKind::Inbox(_) => reply::join_ack(out.io(o.gw), &o, Status::NotMember, ch, 0),
+            ChannelKind::Room => {
+                self.router.join(o.uin, ch);
+                let t = shard_of_channel(ch, self.cfg.shards);
+                if t != self.me {
+                    let sessions = self.router.sessions(o.uin).to_vec();
+                    out.send(
+                        t,
+                        ShardMsg::Presence {
+                            uin: o.uin,
+                            sessions,
+                        },
+                    );
+                }
+                out.send(
+                    t,
+                    ShardMsg::Join {
+                        origin: o,
+                        channel: ch,
+                    },
+                );
+            }
+        }
+    }
+
+    fn leave(&mut self, o: Origin, ch: u64, out: &mut super::Outbox) {
+        match kind_of(ch) {
+            ChannelKind::Invalid => reply::leave_ack(out.io(o.gw), &o, Status::Invalid, ch),
+            ChannelKind::Inbox(_) => reply::leave_ack(out.io(o.gw), &o, Status::NotMember, ch),
+            ChannelKind::Room if !self.router.leave(o.uin, ch) => {
+                reply::leave_ack(out.io(o.gw), &o, Status::NotMember, ch);
+            }
+            ChannelKind::Room => {
+                let n = self.cfg.shards;
+                let t = shard_of_channel(ch, n);
+                out.send(
+                    t,
+                    ShardMsg::Leave {
+                        origin: o,
+                        channel: ch,
+                    },
+                );
+                if t != self.me
+                    && !self
+                        .router
+                        .rooms(o.uin)
+                        .any(|r| shard_of_channel(r, n) == t)
+                {
+                    let forget = ShardMsg::Presence {
+                        uin: o.uin,
+                        sessions: Vec::new(),
+                    };
+                    out.send(t, forget);
+                }
+            }
+        }
+    }
+
+    fn sync(&mut self, o: Origin, req: pb::SyncReq, out: &mut super::Outbox) {
+        self.counters.syncs += 1;
+        let n = self.cfg.shards;
+        let mut parts: Vec<Vec<(u64, Option<u64>)>> = vec![Vec::new(); n];
+        let inbox = inbox_of(o.uin);
+        let listed = |ch: u64| {
+            req.heads
+                .iter()
+                .rev()
+                .find(|h| h.channel == ch)
+                .map(|h| h.msg_id)
+        };
+        for ch in self.router.rooms(o.uin).chain(std::iter::once(inbox)) {
+            parts[shard_of_channel(ch, n)].push((ch, listed(ch)));
+        }
+        let id = self.next_sync;
+        self.next_sync += 1;
+        let remaining = parts.iter().filter(|p| !p.is_empty()).count();
+        let pending = PendingSync {
+            origin: o,
+            remaining,
+            heads: Vec::new(),
+        };
+        self.syncs.insert(id, pending);
+        for (t, items) in parts.into_iter().enumerate() {
+            if !items.is_empty() {
+                out.send(
+                    t,
+                    ShardMsg::SyncPart {
+                        origin: o,
+                        req: id,
+                        items,
+                    },
+                );
+            }
+        }
+    }
+
+    pub(super) fn sync_done(
+        &mut self,
+        uin: u64,
+        req: u64,
+        heads: Vec<(u64, u64)>,
+        out: &mut super::Outbox,
+    ) {
+        debug_assert_eq!(shard_of_uin(uin, self.cfg.shards), self.me);
+        let Some(p) = self.syncs.get_mut(&req) else {
+            return;
+        };
+        p.heads.extend(heads);
+        p.remaining -= 1;
+        if p.remaining > 0 {
+            return;
+        }
+        let Some(mut p) = self.syncs.remove(&req) else {
+            return;
+        };
+        p.heads.sort_unstable();
+        let ack = pb::SyncAck {
+            heads: p
+                .heads
+                .iter()
+                .map(|&(channel, msg_id)| pb::ChannelHead { channel, msg_id })
+                .collect(),
+        };
+        reply::reply(out.io(p.origin.gw), &p.origin, Kind::SyncAck, &ack);
+    }
+}
