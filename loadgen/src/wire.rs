@@ -60,6 +60,8 @@ pub enum FromWorker {
         worker: u32,
         /// Every session of the share has logged in or failed.
         ramp_done: bool,
+        /// Unix µs when the ramp finished (0 before).
+        ramp_end_unix_us: u64,
         counters: Counters,
     },
     Snap {

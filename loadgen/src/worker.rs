@@ -63,6 +63,7 @@ pub struct Worker {
     /// (due µs, global index, slab index and generation of the old conn).
     reconnects: BinaryHeap<Reverse<(u64, u64, usize, u32)>>,
     storm_start_us: Option<u64>,
+    ramp_end_unix_us: u64,
     inbuf: BytesMut,
     outbuf: BytesMut,
     scratch: Box<[u8]>,
@@ -78,9 +79,14 @@ impl std::fmt::Debug for Worker {
 }
 
 fn unix_now() -> u64 {
+    unix_us() / 1_000_000
+}
+
+/// Wall-clock microseconds: comparable across processes.
+pub fn unix_us() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs())
+        .map(|d| d.as_micros() as u64)
         .unwrap_or(0)
 }
 
@@ -137,6 +143,7 @@ impl Worker {
             ramp_start_us: 0,
             reconnects: BinaryHeap::new(),
             storm_start_us: None,
+            ramp_end_unix_us: 0,
             inbuf: BytesMut::with_capacity(1 << 16),
             outbuf: BytesMut::with_capacity(1 << 12),
             scratch: vec![0u8; 1 << 16].into_boxed_slice(),
@@ -192,6 +199,9 @@ impl Worker {
             self.on_timers(now);
             self.on_reconnects(now);
             self.ramp(now);
+            if self.ramp_end_unix_us == 0 && self.ramp_done() {
+                self.ramp_end_unix_us = unix_us();
+            }
             while let Ok(cmd) = rx.try_recv() {
                 match cmd {
                     ToWorker::Snap { id } => emit(&FromWorker::Snap {
@@ -207,6 +217,7 @@ impl Worker {
                 emit(&FromWorker::Progress {
                     worker: self.spec.id,
                     ramp_done: self.ramp_done(),
+                    ramp_end_unix_us: self.ramp_end_unix_us,
                     counters: self.stats.counters.clone(),
                 })?;
                 next_progress = now + progress_us;

@@ -38,10 +38,7 @@ impl Worker {
                 }
             }
         }
-        loop {
-            let Some(c) = self.conns.get_mut(idx) else {
-                break;
-            };
+        while let Some(c) = self.conns.get_mut(idx) {
             match proto::decode(&mut self.inbuf, MAX_BODY) {
                 Ok(Some(frame)) => {
                     let ev = c.s.handle_frame(now, &self.cfg, &frame);
