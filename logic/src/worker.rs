@@ -95,12 +95,14 @@ fn run(
                 next = rx.try_recv().ok();
             }
         }
-        flush(&mut out, peers, io);
         if now.saturating_sub(last_sweep) >= SWEEP_EVERY.as_millis() as u64 {
             shard.sweep(now);
             last_sweep = now;
         }
+        // Published before the flush, so whoever sees this turn's output
+        // also sees its counters.
         stats.publish(&shard);
+        flush(&mut out, peers, io);
         if stop {
             return;
         }

@@ -208,6 +208,14 @@ impl Shard {
         match msg {
             ShardMsg::Link { gw, msg } => self.link(gw, msg, out),
             ShardMsg::GatewayDown { gw } => {
+                // Every shard hears this before anything that follows it on
+                // the link, so scrubbing the copies here keeps later
+                // fan-outs off the gone gateway; the owners' fresh presence
+                // follows.
+                self.presence.retain(|_, v| {
+                    v.retain(|s| s.gw != gw);
+                    !v.is_empty()
+                });
                 for uin in self.router.gateway_down(gw) {
                     self.publish_presence(uin, out);
                 }
