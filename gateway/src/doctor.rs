@@ -19,8 +19,8 @@ use std::io::{self, Write};
 pub const FD_RESERVE: u64 = 1_024;
 /// Open files and conntrack entries left for the rest of the box.
 pub const SYSTEM_RESERVE: u64 = 65_536;
-/// Largest listen backlog worth asking for (the value `listen()` accepted
-/// before Linux 4.1 widened `sk_max_ack_backlog`; distributions document it).
+/// Largest listen backlog asked for: the most the 16-bit backlog field of
+/// older kernels held; a queue the accept loop drains needs no more.
 pub const BACKLOG_CAP: u64 = 65_535;
 /// `tcp_mem` pages budgeted per session: one page measured per socket with
 /// one small unacknowledged message, doubled so a broadcast to every
