@@ -246,6 +246,7 @@ impl Net {
                 (
                     Some(gw),
                     msg @ (LinkMsg::Open { uin, .. }
+                    | LinkMsg::Reopen { uin, .. }
                     | LinkMsg::Close { uin, .. }
                     | LinkMsg::Client { uin, .. }),
                 ) => {

@@ -71,6 +71,21 @@ impl Router {
         Opened::Replaced(old)
     }
 
+    /// A session re-announced after a link reconnect: like [`Router::open`],
+    /// except that it loses to a session of the same pair held by another
+    /// gateway (that login happened while this one's link was down).
+    pub fn reopen(&mut self, uin: u64, sess: Sess) -> Opened {
+        let held_elsewhere = self
+            .users
+            .get(&uin)
+            .and_then(|u| u.sessions.iter().find(|s| s.device == sess.device))
+            .is_some_and(|held| held.gw != sess.gw);
+        if held_elsewhere {
+            return Opened::Stale(sess);
+        }
+        self.open(uin, sess)
+    }
+
     /// A session ended; true if it was the routed one and is now removed.
     pub fn close(&mut self, uin: u64, gone: Sess) -> bool {
         let Some(user) = self.users.get_mut(&uin) else {
@@ -208,7 +223,29 @@ mod tests {
         let mut r = Router::default();
         assert_eq!(r.open(7, s(1, 1, 1, 1)), Opened::New);
         assert_eq!(r.open(7, s(1, 1, 1, 1)), Opened::Unchanged);
+        assert_eq!(r.reopen(7, s(1, 1, 1, 1)), Opened::Unchanged);
         assert_eq!(r.session_count(), 1);
+    }
+
+    #[test]
+    fn reopen_loses_to_a_login_on_another_gateway() {
+        let mut r = Router::default();
+        let newer = s(2, 1, 1, 1);
+        let reannounced = s(1, 5, 5, 1);
+        assert_eq!(r.open(7, newer), Opened::New);
+        assert_eq!(r.reopen(7, reannounced), Opened::Stale(reannounced));
+        assert_eq!(r.sessions(7), &[newer]);
+        assert_eq!(
+            r.reopen(8, reannounced),
+            Opened::New,
+            "nothing held: routed"
+        );
+        let newest_here = s(1, 6, 6, 1);
+        assert_eq!(
+            r.reopen(8, newest_here),
+            Opened::Replaced(reannounced),
+            "same gateway: epochs decide"
+        );
     }
 
     #[test]

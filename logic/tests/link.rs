@@ -349,9 +349,38 @@ fn a_closed_link_drops_its_gateways_sessions() {
     assert_eq!(g1.collect(2).len(), 2);
     g2.expect_quiet();
     // After the re-announce it is routed again.
-    g2.open(b);
+    g2.reopen(b);
     g1.send(a, 5, 2, b"y");
     assert_eq!(g2.collect(1)[0].push().msg_id, 2);
+}
+
+#[test]
+fn a_reannounce_loses_to_a_login_made_while_its_link_was_down() {
+    let logic = Logic::start(&[]);
+    let mut g1 = logic.gateway(1);
+    let mut g2 = logic.gateway(2);
+    let on_g1 = Sess::new(1, 1, 10, 1);
+    g1.open(on_g1);
+    joined(&mut g1, on_g1, 5);
+    drop(g1);
+    logic.metric_eventually("logic_sessions_routed", 0);
+    let on_g2 = Sess::new(1, 1, 10, 1);
+    g2.open(on_g2);
+    let mut g1 = logic.gateway(1);
+    g1.reopen(on_g1);
+    match g1.recv() {
+        LinkMsg::Kick { session, reason } => {
+            assert_eq!(
+                (session, reason),
+                (on_g1.s, pb::KickReason::DuplicateLogin as i32)
+            );
+        }
+        other => panic!("expected a Kick, got {other:?}"),
+    }
+    g2.expect_quiet();
+    g2.send(on_g2, 5, 1, b"mine");
+    let got = g2.collect(2);
+    assert_eq!(to(&got, on_g2, Kind::Push)[0].push().msg_id, 1);
 }
 
 #[test]

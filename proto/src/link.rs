@@ -35,13 +35,21 @@
 //! | 0x02 | `Open`   | session 16, `uin` u64, `device` u32 | 28 |
 //! | 0x03 | `Close`  | session 16, `uin` u64, `device` u32 | 28 |
 //! | 0x04 | `Client` | session 16, `uin` u64, `device` u32, client frame (rest) | 28 + n |
+//! | 0x05 | `Reopen` | session 16, `uin` u64, `device` u32 | 28 |
 //!
 //! `Hello` is the first frame on every link connection; `gateway_id` is
 //! random per gateway process start, so a restarted gateway is a new
-//! gateway. `Open` announces a logged-in session and is repeated for every
-//! live session after a link reconnect. `Close` says the session ended.
-//! `Client` carries one whole client frame (12-byte client header and body)
-//! of kind SEND, SYNC, JOIN or LEAVE, undecoded; replies echo its `seq`.
+//! gateway. `Open` announces a fresh login: it wins over any older session
+//! of the same (`uin`, `device`), which is kicked wherever it lives.
+//! `Reopen` re-announces a session that was already logged in, for every
+//! live session after a link reconnect; it loses to a session of the same
+//! pair that another gateway announced meanwhile (that login is newer), and
+//! is then kicked itself. (Sending `Open` instead also works, minus that
+//! protection.) `Close` says the session ended. `Client` carries one whole
+//! client frame (12-byte client header and body) of kind SEND, SYNC, JOIN
+//! or LEAVE, undecoded; replies echo its `seq`. A gateway with several link
+//! connections sends all notices of one session over the same connection,
+//! so that they stay in order.
 //!
 //! # Logic -> gateway
 //!
@@ -126,6 +134,7 @@ pub enum LinkKind {
     Open = 0x02,
     Close = 0x03,
     Client = 0x04,
+    Reopen = 0x05,
     Ping = 0x10,
     Pong = 0x11,
     Deliver = 0x81,
@@ -141,6 +150,7 @@ impl LinkKind {
             0x02 => LinkKind::Open,
             0x03 => LinkKind::Close,
             0x04 => LinkKind::Client,
+            0x05 => LinkKind::Reopen,
             0x10 => LinkKind::Ping,
             0x11 => LinkKind::Pong,
             0x81 => LinkKind::Deliver,
@@ -173,6 +183,11 @@ pub enum LinkMsg {
         device: u32,
         frame: Bytes,
     },
+    Reopen {
+        session: SessionRef,
+        uin: u64,
+        device: u32,
+    },
     Deliver {
         targets: Vec<SessionRef>,
         frame: Bytes,
@@ -201,6 +216,7 @@ impl LinkMsg {
             LinkMsg::Open { .. } => LinkKind::Open,
             LinkMsg::Close { .. } => LinkKind::Close,
             LinkMsg::Client { .. } => LinkKind::Client,
+            LinkMsg::Reopen { .. } => LinkKind::Reopen,
             LinkMsg::Deliver { .. } => LinkKind::Deliver,
             LinkMsg::Kick { .. } => LinkKind::Kick,
             LinkMsg::Terminate { .. } => LinkKind::Terminate,
@@ -229,6 +245,11 @@ impl LinkMsg {
                 device,
                 frame,
             } => encode_client(out, *session, *uin, *device, frame),
+            LinkMsg::Reopen {
+                session,
+                uin,
+                device,
+            } => encode_reopen(out, *session, *uin, *device),
             LinkMsg::Deliver { targets, frame } => encode_deliver(out, targets, frame),
             LinkMsg::Kick { session, reason } => encode_kick(out, *session, *reason),
             LinkMsg::Terminate { session, frame } => encode_terminate(out, *session, frame),
@@ -314,7 +335,7 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<LinkMsg>, LinkErr
 fn check_len(kind: LinkKind, len: usize) -> Result<(), LinkError> {
     let (expected, exact) = match kind {
         LinkKind::Hello => (10, true),
-        LinkKind::Open | LinkKind::Close => (SESSION_FIELDS_LEN, true),
+        LinkKind::Open | LinkKind::Close | LinkKind::Reopen => (SESSION_FIELDS_LEN, true),
         LinkKind::Client => (SESSION_FIELDS_LEN, false),
         LinkKind::Deliver => (4, false),
         LinkKind::Kick => (SESSION_LEN + 4, true),
@@ -352,6 +373,11 @@ fn parse(kind: LinkKind, b: &mut Bytes) -> LinkMsg {
             uin: b.get_u64(),
             device: b.get_u32(),
             frame: std::mem::take(b),
+        },
+        LinkKind::Reopen => LinkMsg::Reopen {
+            session: SessionRef::get(b),
+            uin: b.get_u64(),
+            device: b.get_u32(),
         },
         LinkKind::Deliver => {
             let count = b.get_u32() as usize;
@@ -409,6 +435,11 @@ pub fn encode_open(out: &mut BytesMut, session: SessionRef, uin: u64, device: u3
 /// Appends a `Close`.
 pub fn encode_close(out: &mut BytesMut, session: SessionRef, uin: u64, device: u32) {
     put_session_fields(out, LinkKind::Close, session, uin, device, 0);
+}
+
+/// Appends a `Reopen` (a re-announce after a link reconnect).
+pub fn encode_reopen(out: &mut BytesMut, session: SessionRef, uin: u64, device: u32) {
+    put_session_fields(out, LinkKind::Reopen, session, uin, device, 0);
 }
 
 /// Appends a `Client` carrying `frame` (a whole client frame, header and
@@ -500,6 +531,14 @@ mod tests {
                     device: 7,
                 },
                 format!("0000001d 03 {S_HEX} 000000000000002a 00000007"),
+            ),
+            (
+                LinkMsg::Reopen {
+                    session: S,
+                    uin: 42,
+                    device: 7,
+                },
+                format!("0000001d 05 {S_HEX} 000000000000002a 00000007"),
             ),
             (
                 LinkMsg::Client {

@@ -23,20 +23,30 @@ impl Shard {
                 uin,
                 device,
             } => {
-                let sess = Sess {
-                    gw,
-                    session,
-                    device,
-                };
-                match self.router.open(uin, sess) {
-                    Opened::New => self.publish_presence(uin, out),
-                    Opened::Unchanged => {}
-                    Opened::Replaced(old) => {
-                        reply::kick_duplicate(out.io(old.gw), old.session);
-                        self.publish_presence(uin, out);
-                    }
-                    Opened::Stale(s) => reply::kick_duplicate(out.io(s.gw), s.session),
-                }
+                let opened = self.router.open(
+                    uin,
+                    Sess {
+                        gw,
+                        session,
+                        device,
+                    },
+                );
+                self.opened(uin, opened, out);
+            }
+            LinkMsg::Reopen {
+                session,
+                uin,
+                device,
+            } => {
+                let opened = self.router.reopen(
+                    uin,
+                    Sess {
+                        gw,
+                        session,
+                        device,
+                    },
+                );
+                self.opened(uin, opened, out);
             }
             LinkMsg::Close {
                 session,
@@ -61,6 +71,18 @@ impl Shard {
             } => self.client(gw, session, uin, device, frame, out),
             // A stale Close, or a kind the network thread never routes here.
             _ => {}
+        }
+    }
+
+    fn opened(&mut self, uin: u64, opened: Opened, out: &mut super::Outbox) {
+        match opened {
+            Opened::New => self.publish_presence(uin, out),
+            Opened::Unchanged => {}
+            Opened::Replaced(old) => {
+                reply::kick_duplicate(out.io(old.gw), old.session);
+                self.publish_presence(uin, out);
+            }
+            Opened::Stale(s) => reply::kick_duplicate(out.io(s.gw), s.session),
         }
     }
 

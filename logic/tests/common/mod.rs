@@ -203,6 +203,12 @@ impl Gateway {
         self.write(&b);
     }
 
+    pub fn reopen(&mut self, s: Sess) {
+        let mut b = BytesMut::new();
+        link::encode_reopen(&mut b, s.s, s.uin, s.device);
+        self.write(&b);
+    }
+
     pub fn close(&mut self, s: Sess) {
         let mut b = BytesMut::new();
         link::encode_close(&mut b, s.s, s.uin, s.device);
