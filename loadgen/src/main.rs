@@ -95,7 +95,7 @@ struct Common {
     /// Sessions per worker (default: from the open-file limit).
     #[arg(long)]
     per_worker: Option<u64>,
-    /// Sessions per source address (default: from the port range).
+    /// Sessions per source address (default 40,000; each gets its own port).
     #[arg(long)]
     per_source: Option<u64>,
     /// uin of the first session.

@@ -42,7 +42,7 @@ pub struct RunSpec {
     pub min_workers: u64,
     /// Sessions per worker; default from the open-file limit.
     pub per_worker: Option<u64>,
-    /// Sessions per source address; default from the port range.
+    /// Sessions per source address; default `shard::DEFAULT_PER_SOURCE`.
     pub per_source: Option<u64>,
     pub gateway_pids: Vec<u32>,
     /// Storm: drain this gateway after the hold.
@@ -102,13 +102,7 @@ impl Sampler {
 pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
     let nofile = procfs::raise_nofile()?;
     let per_worker = spec.per_worker.unwrap_or_else(|| shard::per_worker(nofile));
-    let per_source = match spec.per_source {
-        Some(p) => p,
-        None => {
-            let (lo, hi) = procfs::port_range()?;
-            shard::per_source(lo, hi)
-        }
-    };
+    let per_source = spec.per_source.unwrap_or(shard::DEFAULT_PER_SOURCE).clamp(1, shard::PORTS);
     let shares = shard::split(spec.sessions, per_worker, spec.min_workers);
     let mut report = Report {
         sessions_target: spec.sessions,

@@ -8,7 +8,7 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::io::{self, BufRead, Write};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{SocketAddr, SocketAddrV4};
 use std::sync::mpsc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
@@ -98,12 +98,28 @@ fn emit(msg: &FromWorker) -> io::Result<()> {
     out.flush()
 }
 
-/// A nonblocking TCP connect from `src` (port chosen at connect time).
-fn open(src: IpAddr, dst: SocketAddr) -> io::Result<TcpStream> {
+/// A nonblocking TCP connect from `src`. If that port is taken (someone
+/// else's socket, or one of ours still closing), the kernel picks a port
+/// for the same address at connect time instead.
+fn open(src: SocketAddrV4, dst: SocketAddr) -> io::Result<TcpStream> {
     let sock = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
-    nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
     sock.set_tcp_nodelay(true)?;
-    sock.bind(&SocketAddr::new(src, 0).into())?;
+    match sock.bind(&SocketAddr::V4(src).into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EADDRINUSE as i32) => {
+            let any = SocketAddrV4::new(*src.ip(), 0);
+            let sock = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
+            sock.set_tcp_nodelay(true)?;
+            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
+            sock.bind(&SocketAddr::V4(any).into())?;
+            return start_connect(sock, dst);
+        }
+        Err(e) => return Err(e),
+    }
+    start_connect(sock, dst)
+}
+
+fn start_connect(sock: Socket, dst: SocketAddr) -> io::Result<TcpStream> {
     match sock.connect(&dst.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(nix::errno::Errno::EINPROGRESS as i32) => {}
@@ -193,7 +209,9 @@ impl Worker {
             let now = self.now_us();
             for ev in events.iter() {
                 if ev.token() != WAKER {
-                    self.on_ready(now, ev.token().0);
+                    // A fresh clock per event: latencies are not batch-rounded.
+                    let t = self.now_us();
+                    self.on_ready(t, ev.token().0);
                 }
             }
             self.on_timers(now);
@@ -281,7 +299,8 @@ impl Worker {
         for _ in 0..n {
             let g = self.next_global;
             self.next_global += 1;
-            self.connect(now, g, false);
+            let t = self.now_us();
+            self.connect(t, g, false);
         }
     }
 
@@ -291,7 +310,7 @@ impl Worker {
             self.count_failed("out of source addresses".into());
             return;
         };
-        let mut stream = match open(IpAddr::V4(src), self.spec.addr) {
+        let mut stream = match open(src, self.spec.addr) {
             Ok(s) => s,
             Err(e) => {
                 self.count_failed(format!("connect {}", errno_name(&e)));
@@ -352,6 +371,7 @@ impl Worker {
         let mut fired = std::mem::take(&mut self.fired);
         for e in fired.drain(..) {
             let idx = e.idx as usize;
+            let t = self.now_us();
             let Some(c) = self.conns.get_mut(idx) else {
                 continue;
             };
@@ -359,11 +379,11 @@ impl Worker {
                 continue;
             }
             c.timer_tick = NO_TIMER;
-            let ev = c.s.handle_timeout(now, &self.cfg, &mut self.outbuf);
+            let ev = c.s.handle_timeout(t, &self.cfg, &mut self.outbuf);
             if !self.outbuf.is_empty() {
                 self.stats.counters.hb_sent += 1;
             }
-            self.after(now, idx, ev);
+            self.after(t, idx, ev);
         }
         self.fired = fired;
     }
