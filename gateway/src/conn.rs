@@ -97,10 +97,15 @@ mod tests {
 
     #[test]
     fn an_idle_connection_is_64_bytes() {
-        assert!(
-            std::mem::size_of::<Conn>() <= 64,
-            "{}",
-            std::mem::size_of::<Conn>()
-        );
+        // mio keeps a selector id in every socket in debug builds only;
+        // release builds, the ones deployed and measured, are held to 64.
+        let debug_extra =
+            std::mem::size_of::<TcpStream>() - std::mem::size_of::<std::net::TcpStream>();
+        assert_eq!(debug_extra > 0, cfg!(debug_assertions));
+        let size = std::mem::size_of::<Conn>();
+        assert!(size <= 64 + debug_extra.next_multiple_of(8), "{size}");
+        if !cfg!(debug_assertions) {
+            assert!(size <= 64, "{size}");
+        }
     }
 }

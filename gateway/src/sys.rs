@@ -14,8 +14,15 @@ use std::os::fd::AsRawFd;
 use bytes::{BufMut, BytesMut};
 
 /// Reads once from `fd` into `buf`'s spare capacity (reserving `min_spare`
-/// bytes first if needed). Returns the bytes read; 0 is end of stream.
-pub fn read_into(fd: &impl AsRawFd, buf: &mut BytesMut, min_spare: usize) -> io::Result<usize> {
+/// bytes first if needed). Returns the bytes read (0 is end of stream) and
+/// whether the read filled all the room it was given: a read that did not
+/// has drained the socket, so under edge-triggered readiness the caller
+/// need not read again until the next event.
+pub fn read_into(
+    fd: &impl AsRawFd,
+    buf: &mut BytesMut,
+    min_spare: usize,
+) -> io::Result<(usize, bool)> {
     if buf.capacity() - buf.len() < min_spare {
         buf.reserve(min_spare);
     }
@@ -28,9 +35,10 @@ pub fn read_into(fd: &impl AsRawFd, buf: &mut BytesMut, min_spare: usize) -> io:
         return Err(io::Error::last_os_error());
     }
     let n = n as usize;
+    let filled = n == spare.len();
     // SAFETY: read(2) initialised exactly the first `n` spare bytes.
     unsafe { buf.advance_mut(n) };
-    Ok(n)
+    Ok((n, filled))
 }
 
 #[cfg(test)]
@@ -44,9 +52,15 @@ mod tests {
         let (mut a, b) = UnixStream::pair().unwrap();
         a.write_all(b"hello").unwrap();
         let mut buf = BytesMut::from(&b"> "[..]);
-        assert_eq!(read_into(&b, &mut buf, 64).unwrap(), 5);
+        assert_eq!(read_into(&b, &mut buf, 64).unwrap(), (5, false));
         assert_eq!(&buf[..], b"> hello");
+        a.write_all(b"abc").unwrap();
+        let mut exact = BytesMut::with_capacity(3);
+        assert_eq!(
+            read_into(&b, &mut exact, 3).unwrap().1,
+            exact.capacity() == 3
+        );
         drop(a);
-        assert_eq!(read_into(&b, &mut buf, 64).unwrap(), 0);
+        assert_eq!(read_into(&b, &mut buf, 64).unwrap().0, 0);
     }
 }

@@ -260,19 +260,24 @@ impl Worker {
                 proto::codec::missing(&buf).max(1)
             };
             match crate::sys::read_into(&self.conns[key].stream, &mut buf, spare) {
-                Ok(0) => {
+                Ok((0, _)) => {
                     end = Some(CloseReason::ClientEof);
                     break;
                 }
-                Ok(n) => {
+                Ok((n, filled)) => {
                     reads += 1;
                     self.stats.bytes_in.add(n as u64);
-                    if self.conns[key].session.state() == State::Closing {
+                    // Closing connections discard input; a frame error
+                    // voids the rest of the buffer.
+                    if self.conns[key].session.state() == State::Closing
+                        || self.process(key, &mut buf)
+                    {
                         buf.clear();
-                        continue;
                     }
-                    if self.process(key, &mut buf) {
-                        buf.clear();
+                    if !filled {
+                        // A short read drained the socket; new data will
+                        // raise a new edge. Saves one EAGAIN read per event.
+                        break;
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
