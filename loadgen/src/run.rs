@@ -102,7 +102,10 @@ impl Sampler {
 pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
     let nofile = procfs::raise_nofile()?;
     let per_worker = spec.per_worker.unwrap_or_else(|| shard::per_worker(nofile));
-    let per_source = spec.per_source.unwrap_or(shard::DEFAULT_PER_SOURCE).clamp(1, shard::PORTS);
+    let per_source = spec
+        .per_source
+        .unwrap_or(shard::DEFAULT_PER_SOURCE)
+        .clamp(1, shard::PORTS);
     let shares = shard::split(spec.sessions, per_worker, spec.min_workers);
     let mut report = Report {
         sessions_target: spec.sessions,

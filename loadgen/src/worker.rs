@@ -110,7 +110,11 @@ fn open(src: SocketAddrV4, dst: SocketAddr) -> io::Result<TcpStream> {
             let any = SocketAddrV4::new(*src.ip(), 0);
             let sock = Socket::new(Domain::IPV4, Type::STREAM.nonblocking(), None)?;
             sock.set_tcp_nodelay(true)?;
-            nix::sys::socket::setsockopt(&sock, nix::sys::socket::sockopt::IpBindAddressNoPort, &true)?;
+            nix::sys::socket::setsockopt(
+                &sock,
+                nix::sys::socket::sockopt::IpBindAddressNoPort,
+                &true,
+            )?;
             sock.bind(&SocketAddr::V4(any).into())?;
             return start_connect(sock, dst);
         }
