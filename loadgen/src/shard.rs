@@ -125,18 +125,40 @@ mod tests {
         assert!(split(0, 1000, 4).is_empty());
     }
 
+    fn at(a: u8, b: u8, c: u8, port: u16) -> Option<SocketAddrV4> {
+        Some(SocketAddrV4::new(Ipv4Addr::new(127, a, b, c), port))
+    }
+
     #[test]
     fn source_addresses_change_every_per_source_sessions() {
-        let per = per_source(32768, 60999);
-        assert_eq!(per, 21_174);
-        assert_eq!(source_addr(0, per), Some(Ipv4Addr::new(127, 0, 0, 2)));
-        assert_eq!(source_addr(per - 1, per), Some(Ipv4Addr::new(127, 0, 0, 2)));
-        assert_eq!(source_addr(per, per), Some(Ipv4Addr::new(127, 0, 0, 3)));
-        assert_eq!(
-            source_addr(254 * per, per),
-            Some(Ipv4Addr::new(127, 0, 1, 0))
-        );
-        assert_eq!(sources_needed(1_000_000, per), 48);
+        let per = DEFAULT_PER_SOURCE;
+        assert_eq!(source_addr(0, per), at(0, 0, 2, 10_000));
+        assert_eq!(source_addr(per - 1, per), at(0, 0, 2, 49_999));
+        assert_eq!(source_addr(per, per), at(0, 0, 3, 10_000));
+        assert_eq!(source_addr(254 * per + 5, per), at(0, 1, 0, 10_005));
+        assert_eq!(sources_needed(1_000_000, per), 25);
         assert_eq!(source_addr(u64::from(u32::MAX), 1), None);
+    }
+
+    #[test]
+    fn no_two_sessions_share_a_source_and_ports_stay_in_range() {
+        let per = 1_000;
+        let mut seen = std::collections::HashSet::new();
+        for i in 0..10_000 {
+            let a = source_addr(i, per).unwrap();
+            assert!(a.port() >= FIRST_PORT);
+            assert!(seen.insert(a), "{a} handed out twice");
+        }
+        // A per-source above the ports there are is clamped, not wrapped.
+        let a = source_addr(PORTS, u64::MAX).unwrap();
+        assert_eq!(
+            a,
+            SocketAddrV4::new(Ipv4Addr::new(127, 0, 0, 3), FIRST_PORT)
+        );
+    }
+
+    #[test]
+    fn per_source_advice_from_the_port_range() {
+        assert_eq!(per_source(32768, 60999), 21_174);
     }
 }
