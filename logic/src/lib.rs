@@ -1,6 +1,114 @@
-//! Millgate's logic tier, behind the gateways.
+//! Millgate's logic tier: the server behind the gateways that routes users
+//! to sessions, numbers and stores messages, deduplicates SENDs and fans
+//! PUSHes out. It speaks only the link protocol ([`proto::link`]); client
+//! frames reach it inside `Client` link frames and leave it inside
+//! `Deliver`s.
 //!
-//! (Design notes are filled in below.)
+//! # Layers
+//!
+//! | module | owns | io? |
+//! |--------|------|-----|
+//! | [`channel`] | one channel: `msg_id` counter (rule 6), room members, retained PUSH frames (rule 9) | no |
+//! | [`dedup`] | per (`uin`, `device`) "latest" `client_msg_id` and in-flight SENDs (rule 7) | no |
+//! | [`router`] | `uin` -> sessions with fencing epochs, duplicate-login kicks (rule 3), joined rooms | no |
+//! | [`shard`] | one shard: the above glued into a message-in / outputs-out state machine | no |
+//! | [`reply`] | encoding client frames into link frames | no |
+//! | [`worker`] | a shard's thread and its crossbeam queues | threads |
+//! | [`net`] | the mio loop: link listener and gateway connections | sockets |
+//! | [`metrics`] | counters and the `/metrics` HTTP endpoint | socket |
+//! | [`config`], [`server`] | settings (defaults, TOML, flags) and wiring | - |
+//!
+//! Everything that decides anything is sans-io and takes time as an
+//! argument; `shard::tests` runs whole flows over several shards in one
+//! thread, and `tests/link.rs` runs the binary against fake gateways.
+//!
+//! # Threads and sharding
+//!
+//! One network thread and `--threads` shard threads (default: one per
+//! core). A shard owns the users whose uin hashes to it (*user role*:
+//! router entry, dedup state, room index) and the channels whose id hashes
+//! to it (*channel role*: counter, members, store); an inbox `2^63 | uin`
+//! lives on its owner's shard. Shards share no state: they talk only
+//! through unbounded crossbeam channels, one per shard, carrying batches.
+//! There is no lock on the message path.
+//!
+//! A shard's turn handles up to 64 queued batches, then flushes: its link
+//! output to the network thread (one queue message and one `mio::Waker`
+//! ring per turn), then one batch per peer shard. The network thread puts
+//! each gateway's bytes on that gateway's primary (oldest live) link
+//! connection and writes them with `writev`, many frames per syscall.
+//!
+//! # Flows
+//!
+//! - **Open / Reopen / Close** go to the uin's shard. The router applies
+//!   rule 3 and the epoch fencing (see [`router`]); a displaced session is
+//!   kicked with a `Kick` to whichever gateway holds it. The uin's current
+//!   session list is then copied (*presence*) to every other shard holding
+//!   one of its rooms, so that fan-out is local to the channel's shard.
+//! - **SEND**: the uin's shard validates (channel 0 INVALID, body over
+//!   `max_send_body` TOO_LARGE, room not joined NOT_MEMBER) and runs dedup;
+//!   a new SEND goes to the channel's shard, which assigns the next
+//!   `msg_id`, encodes the PUSH frame once, stores it, answers SEND_ACK(OK)
+//!   (so the ACK is always after the store), and fans out: one `Deliver`
+//!   per gateway holding recipients, listing that gateway's sessions. It
+//!   then reports the outcome back to the uin's shard, which advances
+//!   "latest" only for stored messages and answers retries that arrived
+//!   while the original was in flight.
+//! - **Order (rule 8)**: all PUSHes of a channel are produced by its one
+//!   shard, in `msg_id` order, through one FIFO to the network thread and
+//!   one connection per gateway.
+//! - **JOIN / LEAVE**: the uin's shard updates its room index (JOIN/LEAVE
+//!   of an inbox is NOT_MEMBER, of channel 0 INVALID, LEAVE of a room not
+//!   joined NOT_MEMBER; JOIN of a joined room is OK), copies presence if
+//!   needed, and the channel's shard updates the members and answers with
+//!   the channel's newest id.
+//! - **SYNC**: the uin's shard splits the user's channels (joined rooms and
+//!   the inbox) by shard and sends each shard its part; each pushes the
+//!   retained messages after the listed heads, in order, and reports its
+//!   heads; the uin's shard answers SYNC_ACK once all parts are in. Because
+//!   a shard flushes link output before peer messages and the queue to the
+//!   network thread is one FIFO, the SYNC_ACK always follows the PUSHes.
+//! - **Gateway down**: when a gateway's last link connection closes, every
+//!   shard drops its sessions (and the presence copies naming it). The
+//!   notice travels in the same per-shard batches as the gateway's earlier
+//!   frames, so it is ordered before anything from a reconnect. A gateway
+//!   re-announces its live sessions with `Reopen`, which loses to a login
+//!   made on another gateway meanwhile.
+//!
+//! # Limits and choices
+//!
+//! - State is in memory only: a restarted logic server starts from empty
+//!   (counters from 1 again); gateways re-announce their sessions.
+//! - A user's router entry (rooms and dedup state) outlives their
+//!   sessions, so a retry after reconnecting is still deduplicated.
+//! - Shard queues are unbounded (bounded queues between shards that send
+//!   to each other can deadlock); the backstop is per gateway: a gateway
+//!   whose unsent backlog exceeds `max_gateway_backlog` is disconnected as
+//!   a slow consumer, and its sessions catch up with SYNC.
+//! - Retention is applied on every store and SYNC and swept every 5 s.
+//!
+//! # Measured
+//!
+//! `examples/linkload.rs` drives a running server through the link with
+//! fake gateways (1,000 sessions each, 64-byte bodies). On the shared
+//! 2-core development machine, with the load generator on the same two
+//! cores and other builds running (so the spread between runs is wide):
+//!
+//! ```text
+//! cargo build --release -p millgate-logic --bins --examples
+//! target/release/logic --listen 127.0.0.1:7700 &
+//! target/release/examples/linkload --addr 127.0.0.1:7700 --messages 200000
+//! ```
+//!
+//! | run | SEND/s | PUSH deliveries/s | SEND->ACK p50 / p99 |
+//! |-----|-------:|------------------:|--------------------:|
+//! | 2 gateways, 100 rooms of 20, window 512, 3 runs | 211k-314k | 4.2M-6.3M | 2.9-4.2 ms / 7.9-14.2 ms |
+//! | same, `--rooms 10` (200 members), 40k SENDs | 96k | 19.2M | 9.4 ms / 37.6 ms |
+//! | 1 gateway, window 1 (`--gateways 1 --window 1 --limit-secs 5`) | 31k | 309k | 14 us / 117 us |
+//!
+//! Per-thread CPU after the first three runs (`/proc/PID/task/*/stat`
+//! utime+stime, ticks): shard-0 235, shard-1 275, net 103: the two shards
+//! share the load evenly and the network thread stays light.
 
 pub mod channel;
 pub mod config;
