@@ -209,6 +209,8 @@ impl Net {
         }
         if closed {
             self.close(key);
+        } else if !self.conns[key].wq.is_empty() {
+            self.write(key);
         }
     }
 
@@ -239,8 +241,8 @@ impl Net {
                 (Some(_), LinkMsg::Ping { nonce }) => {
                     let mut b = BytesMut::new();
                     link::encode_pong(&mut b, nonce);
+                    // Written after decoding: a failed write closes `key`.
                     self.queue(key, b.freeze());
-                    self.write(key);
                 }
                 (Some(_), LinkMsg::Pong { .. }) => {}
                 (

@@ -5,7 +5,7 @@ mod common;
 
 use common::{Gateway, Logic, Sess, inbox, to};
 use proto::codec::Kind;
-use proto::link::LinkMsg;
+use proto::link::{self, LinkMsg};
 use proto::pb::{self, Status};
 
 /// Joins `s` to `room` and waits for the OK.
@@ -381,6 +381,32 @@ fn a_reannounce_loses_to_a_login_made_while_its_link_was_down() {
     g2.send(on_g2, 5, 1, b"mine");
     let got = g2.collect(2);
     assert_eq!(to(&got, on_g2, Kind::Push)[0].push().msg_id, 1);
+}
+
+#[test]
+fn ping_is_answered_and_protocol_errors_close_the_link() {
+    let logic = Logic::start(&[]);
+    let mut g = logic.gateway(1);
+    let mut b = bytes::BytesMut::new();
+    link::encode_ping(&mut b, 99);
+    g.write(&b);
+    assert_eq!(g.recv(), LinkMsg::Pong { nonce: 99 });
+
+    let mut b = bytes::BytesMut::new();
+    link::encode_hello(&mut b, 1);
+    g.write(&b);
+    g.expect_closed();
+
+    let mut talks_back = logic.gateway(2);
+    let mut b = bytes::BytesMut::new();
+    link::encode_deliver(&mut b, &[], b"");
+    talks_back.write(&b);
+    talks_back.expect_closed();
+
+    let mut raw = Gateway::raw(logic.addr);
+    raw.open(Sess::new(1, 1, 10, 1));
+    raw.expect_closed();
+    logic.metric_eventually("logic_link_connections", 0);
 }
 
 #[test]

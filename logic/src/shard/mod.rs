@@ -290,4 +290,6 @@ impl Shard {
 }
 
 #[cfg(test)]
+mod prop_tests;
+#[cfg(test)]
 mod tests;

@@ -28,7 +28,7 @@ struct Seen {
     body: Bytes,
 }
 
-struct Harness {
+pub(super) struct Harness {
     shards: Vec<Shard>,
     queues: Vec<VecDeque<ShardMsg>>,
     /// Decoded link output per gateway id.
@@ -37,7 +37,7 @@ struct Harness {
 }
 
 impl Harness {
-    fn new(n: usize) -> Harness {
+    pub(super) fn new(n: usize) -> Harness {
         let cfg = ShardConfig {
             shards: n,
             retention: RET,
@@ -57,9 +57,10 @@ impl Harness {
     }
 
     /// Feeds a link message from gateway `gw` and runs to quiescence.
-    fn link(&mut self, gw: u64, msg: LinkMsg) {
+    pub(super) fn link(&mut self, gw: u64, msg: LinkMsg) {
         let uin = match &msg {
             LinkMsg::Open { uin, .. }
+            | LinkMsg::Reopen { uin, .. }
             | LinkMsg::Close { uin, .. }
             | LinkMsg::Client { uin, .. } => *uin,
             other => panic!("not routed by uin: {other:?}"),
@@ -69,7 +70,7 @@ impl Harness {
         self.run();
     }
 
-    fn gateway_down(&mut self, gw: u64) {
+    pub(super) fn gateway_down(&mut self, gw: u64) {
         for q in &mut self.queues {
             q.push_back(ShardMsg::GatewayDown { gw });
         }
@@ -103,7 +104,7 @@ impl Harness {
     }
 
     /// Takes everything sent to gateway `gw` so far.
-    fn take(&mut self, gw: u64) -> Vec<LinkMsg> {
+    pub(super) fn take(&mut self, gw: u64) -> Vec<LinkMsg> {
         self.gw_out
             .iter_mut()
             .find(|(g, _)| *g == gw)

@@ -193,6 +193,20 @@ impl Sess {
 }
 
 impl Gateway {
+    /// A link connection that has not said `Hello`.
+    pub fn raw(addr: SocketAddr) -> Gateway {
+        let stream = TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .expect("timeout");
+        stream.set_nodelay(true).expect("nodelay");
+        Gateway {
+            stream,
+            rbuf: BytesMut::new(),
+            id: 0,
+        }
+    }
+
     pub fn write(&mut self, b: &[u8]) {
         self.stream.write_all(b).expect("link write");
     }
@@ -296,6 +310,22 @@ impl Gateway {
             }
         }
         got
+    }
+
+    /// Asserts that logic closes the link (after any frames in flight).
+    pub fn expect_closed(&mut self) {
+        self.stream
+            .set_read_timeout(Some(ANSWER_TIMEOUT))
+            .expect("timeout");
+        let mut buf = [0u8; 4096];
+        loop {
+            match self.stream.read(&mut buf) {
+                Ok(0) => return,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return,
+                Err(e) => panic!("gateway {}: expected the link to close, got {e}", self.id),
+            }
+        }
     }
 
     /// Asserts that nothing arrives for [`QUIET`].
