@@ -5,9 +5,9 @@
 //! `net`); here time is an argument, so the whole flow is unit-tested with
 //! several shards wired together in one thread.
 //!
-//! A shard plays two roles: the *user* role ([`user`]) for the uins that
+//! A shard plays two roles: the *user* role (`user.rs`) for the uins that
 //! hash to it (router, dedup, room index, SYNC gathering) and the *channel*
-//! role ([`chan`]) for the channels that hash to it (counter, store,
+//! role (`chan.rs`) for the channels that hash to it (counter, store,
 //! membership, fan-out). An inbox lives on its owner's shard.
 
 mod chan;
