@@ -13,8 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use clap::Args;
 
+use crate::chat::Mode;
 use crate::procfs;
-use crate::run::{RunSpec, run};
+use crate::run::{ChatSpec, RunSpec, run};
 use crate::shard;
 
 /// Kernel memory budgeted per loopback socket for the preflight (the
@@ -61,6 +62,16 @@ pub struct C1mArgs {
     /// Where logs, the secret, the JSON report and the chart go.
     #[arg(long, default_value = "target/c1m")]
     pub out_dir: PathBuf,
+    /// Seconds of chat after the hold (pairs of sessions sending direct
+    /// messages through the logic server); 0 skips it.
+    #[arg(long, default_value_t = 10)]
+    pub chat_s: u64,
+    /// Chat messages per second over all sessions.
+    #[arg(long, default_value_t = 10_000.0)]
+    pub chat_rate: f64,
+    /// Chat message body size in bytes.
+    #[arg(long, default_value_t = 64)]
+    pub chat_payload: usize,
     /// Run even if the preflight says it will not fit.
     #[arg(long)]
     pub force: bool,
@@ -246,7 +257,42 @@ fn random_secret() -> anyhow::Result<Vec<u8>> {
     Ok(hex::encode(b).into_bytes())
 }
 
-fn start_gateways(a: &C1mArgs, g: u64, secret: &Path, procs: &mut Procs) -> anyhow::Result<()> {
+/// Starts the logic server on `addr` and waits for its `listening` line.
+fn start_logic(a: &C1mArgs, exe: &Path, addr: SocketAddr, procs: &mut Procs) -> anyhow::Result<()> {
+    let log = std::fs::File::create(a.out_dir.join("logic.log"))?;
+    let mut child = Command::new(exe)
+        .args(["--listen", &addr.to_string()])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(log)
+        .spawn()
+        .with_context(|| format!("starting {}", exe.display()))?;
+    let out = child.stdout.take();
+    procs.children.push(("logic".into(), child));
+    let (tx, rx) = std::sync::mpsc::channel();
+    if let Some(out) = out {
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                let _ = tx.send(line);
+            }
+        });
+    }
+    match rx.recv_timeout(START_TIMEOUT) {
+        Ok(line) if line.starts_with("listening") => Ok(()),
+        Ok(line) => bail!("logic server said {line:?} instead of listening"),
+        Err(_) => bail!("logic server did not start listening within {START_TIMEOUT:?}"),
+    }
+}
+
+fn start_gateways(
+    a: &C1mArgs,
+    g: u64,
+    secret: &Path,
+    logic: Option<SocketAddr>,
+    procs: &mut Procs,
+) -> anyhow::Result<()> {
     let exe = a.bin_dir.join("gateway");
     if !exe.exists() {
         bail!("{} not found: build it first (./c1m does)", exe.display());
@@ -267,6 +313,11 @@ fn start_gateways(a: &C1mArgs, g: u64, secret: &Path, procs: &mut Procs) -> anyh
             .arg(secret)
             .args(["--heartbeat-ms", &a.heartbeat_ms.to_string()])
             .args(["--drain-ms", "2000"])
+            .args(
+                logic
+                    .iter()
+                    .flat_map(|l| ["--logic".to_string(), l.to_string()]),
+            )
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
@@ -326,13 +377,28 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
     std::fs::write(&secret_path, &secret)?;
 
     let mut procs = Procs::default();
-    start_gateways(a, g, &secret_path, &mut procs)?;
     let mut notes = Vec::new();
-    if a.bin_dir.join("logic").exists() {
-        notes.push("chat phase skipped: not implemented in loadgen yet".to_string());
+    let logic_exe = a.bin_dir.join("logic");
+    let logic_addr: SocketAddr = ([127, 0, 0, 1], a.port.wrapping_add(1)).into();
+    let chat = if a.chat_s == 0 {
+        notes.push("chat phase skipped: --chat-s 0".to_string());
+        None
+    } else if logic_exe.exists() {
+        start_logic(a, &logic_exe, logic_addr, &mut procs)?;
+        Some(ChatSpec {
+            mode: Mode::Pairs,
+            rate: a.chat_rate,
+            payload: a.chat_payload,
+            duration: Duration::from_secs(a.chat_s),
+        })
     } else {
-        notes.push("chat phase skipped: no logic server built".to_string());
-    }
+        notes.push(format!(
+            "chat phase skipped: no logic server at {}",
+            logic_exe.display()
+        ));
+        None
+    };
+    start_gateways(a, g, &secret_path, chat.map(|_| logic_addr), &mut procs)?;
     let addr: SocketAddr = ([127, 0, 0, 1], a.port).into();
     let ramp_timeout = Duration::from_secs(60 + a.sessions / 10_000);
     let spec = RunSpec {
@@ -353,6 +419,7 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
         gateway_pids: procs.pids(),
         storm_pid: None,
         storm_timeout: Duration::ZERO,
+        chat,
         progress_bar: true,
         exe: std::env::current_exe()?,
     };

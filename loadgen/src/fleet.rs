@@ -30,7 +30,7 @@ pub enum FleetError {
 
 #[derive(Debug)]
 enum Msg {
-    Report(FromWorker),
+    Report(Box<FromWorker>),
     Exited(u32),
 }
 
@@ -94,7 +94,7 @@ impl Fleet {
                         let Ok(line) = line else { break };
                         match serde_json::from_str::<FromWorker>(&line) {
                             Ok(m) => {
-                                if tx.send(Msg::Report(m)).is_err() {
+                                if tx.send(Msg::Report(Box::new(m))).is_err() {
                                     return;
                                 }
                             }
@@ -135,8 +135,12 @@ impl Fleet {
     }
 
     fn handle(&mut self, m: Msg) -> Result<(), FleetError> {
+        let m = match m {
+            Msg::Report(r) => Ok(*r),
+            Msg::Exited(id) => Err(id),
+        };
         match m {
-            Msg::Report(FromWorker::Progress {
+            Ok(FromWorker::Progress {
                 worker,
                 ramp_done,
                 ramp_end_unix_us,
@@ -149,7 +153,7 @@ impl Fleet {
                     self.ramp_end_unix_us[w] = ramp_end_unix_us;
                 }
             }
-            Msg::Report(FromWorker::Snap {
+            Ok(FromWorker::Snap {
                 worker,
                 id,
                 counters,
@@ -160,7 +164,7 @@ impl Fleet {
                     *s = Some(counters);
                 }
             }
-            Msg::Report(FromWorker::Final {
+            Ok(FromWorker::Final {
                 worker,
                 peak_rss_kib,
                 stats,
@@ -169,7 +173,7 @@ impl Fleet {
                     *f = Some((*stats, peak_rss_kib));
                 }
             }
-            Msg::Exited(id) => {
+            Err(id) => {
                 let w = id as usize;
                 if let Some(e) = self.exited.get_mut(w) {
                     *e = true;

@@ -5,7 +5,8 @@
 //! HdrHistograms, and measuring the gateways from /proc.
 //!
 //! Sans-io parts: [`session`] (one client's state machine), [`wheel`]
-//! (timers), [`shard`] (how N is spread), [`stats`] (histograms and their
+//! (timers), [`shard`] (how N is spread), [`chat`] (who talks to whom and
+//! how arrivals are classified), [`stats`] (histograms and their
 //! merge), [`report`]. I/O: [`worker`] (the event loop of one worker
 //! process), [`fleet`] (the parent's handle on its workers), [`run`] (one
 //! load run), [`c1m`] (the one-command run), [`procfs`], [`chart`].
@@ -13,6 +14,7 @@
 
 pub mod c1m;
 pub mod chart;
+pub mod chat;
 pub mod fleet;
 pub mod procfs;
 pub mod report;

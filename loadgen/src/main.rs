@@ -9,8 +9,9 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand, ValueEnum};
+use loadgen::chat::Mode;
 use loadgen::report::Report;
-use loadgen::run::{RunSpec, run};
+use loadgen::run::{ChatSpec, RunSpec, run};
 use loadgen::wire::WorkerSpec;
 use loadgen::worker::Worker;
 
@@ -35,6 +36,23 @@ enum Cmd {
         /// Give up waiting for everyone to be back after this long.
         #[arg(long, default_value_t = 120)]
         storm_timeout_s: u64,
+    },
+    /// Open N sessions, hold them, then chat: pairs or rooms at a rate.
+    Chat {
+        #[command(flatten)]
+        common: Common,
+        /// Rooms to spread sessions over; 0 = pairs sending direct messages.
+        #[arg(long, default_value_t = 0)]
+        rooms: u64,
+        /// Messages per second over all sessions.
+        #[arg(long, default_value_t = 1000.0)]
+        chat_rate: f64,
+        /// Body size in bytes (at least 8: the send time).
+        #[arg(long, default_value_t = 64)]
+        payload: usize,
+        /// Seconds of sending.
+        #[arg(long, default_value_t = 10)]
+        chat_s: u64,
     },
     /// Build nothing, start everything: logic, gateways and load, then report.
     C1m(loadgen::c1m::C1mArgs),
@@ -125,7 +143,12 @@ fn network(n: Network) -> proto::pb::NetworkType {
     }
 }
 
-fn spec(c: &Common, storm_pid: Option<u32>, storm_timeout: Duration) -> anyhow::Result<RunSpec> {
+fn spec(
+    c: &Common,
+    storm_pid: Option<u32>,
+    storm_timeout: Duration,
+    chat: Option<ChatSpec>,
+) -> anyhow::Result<RunSpec> {
     Ok(RunSpec {
         addr: c.addr,
         sessions: c.sessions,
@@ -144,6 +167,7 @@ fn spec(c: &Common, storm_pid: Option<u32>, storm_timeout: Duration) -> anyhow::
         gateway_pids: c.gateway_pids.clone(),
         storm_pid,
         storm_timeout,
+        chat,
         progress_bar: !c.quiet,
         exe: std::env::current_exe().context("locating the loadgen executable")?,
     })
@@ -188,7 +212,7 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Idle(c) => {
             let stop = stop_flag()?;
-            let report = run(&spec(&c, None, Duration::ZERO)?, &stop)?;
+            let report = run(&spec(&c, None, Duration::ZERO, None)?, &stop)?;
             finish(&report, c.json.as_ref(), c.png.as_ref())
         }
         Cmd::Storm {
@@ -201,8 +225,30 @@ fn main() -> anyhow::Result<()> {
                 &common,
                 Some(drain_pid),
                 Duration::from_secs(storm_timeout_s),
+                None,
             )?;
             let report = run(&s, &stop)?;
+            finish(&report, common.json.as_ref(), common.png.as_ref())
+        }
+        Cmd::Chat {
+            common,
+            rooms,
+            chat_rate,
+            payload,
+            chat_s,
+        } => {
+            let stop = stop_flag()?;
+            let chat = ChatSpec {
+                mode: if rooms == 0 {
+                    Mode::Pairs
+                } else {
+                    Mode::Rooms { rooms }
+                },
+                rate: chat_rate,
+                payload,
+                duration: Duration::from_secs(chat_s),
+            };
+            let report = run(&spec(&common, None, Duration::ZERO, Some(chat))?, &stop)?;
             finish(&report, common.json.as_ref(), common.png.as_ref())
         }
         Cmd::C1m(args) => {

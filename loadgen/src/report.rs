@@ -63,6 +63,30 @@ pub struct StormReport {
     pub complete: bool,
 }
 
+/// The chat phase.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ChatReport {
+    /// `pairs` or `rooms:R`.
+    pub mode: String,
+    pub rate_per_s: f64,
+    pub payload_bytes: usize,
+    pub duration_s: f64,
+    pub sent: u64,
+    /// SEND_ACK OK.
+    pub acked: u64,
+    pub errors: BTreeMap<String, u64>,
+    /// PUSHes the receivers should have got: one per acked message in
+    /// pairs mode; each room's last id times its members in rooms mode.
+    pub expected: u64,
+    pub received: u64,
+    pub duplicates: u64,
+    pub out_of_order: u64,
+    /// `expected` minus distinct messages received.
+    pub lost: u64,
+    /// Send time in the body to PUSH read, µs.
+    pub e2e_us: Pct,
+}
+
 /// Everything a run measured.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Report {
@@ -105,6 +129,7 @@ pub struct Report {
     pub kernel_bytes_per_socket: Option<f64>,
     pub loadgen_peak_rss_kib: u64,
     pub storm: Option<StormReport>,
+    pub chat: Option<ChatReport>,
     /// Things the reader must know: skipped phases, interruptions, limits.
     pub notes: Vec<String>,
     pub series: Vec<Sample>,
@@ -158,18 +183,20 @@ impl Report {
         pct_row(&mut o, "heartbeat rtt", "us", &self.heartbeat_rtt_us);
         let _ = writeln!(
             o,
-            "  gateway cpu/heartbeat    {} us ({} acks over {:.1} s, {} us cpu)",
-            opt(self.gateway_cpu_us_per_heartbeat.map(|v| format!("{v:.2}"))),
+            "  gateway cpu/heartbeat    {} ({} acks over {:.1} s, cpu {})",
+            opt(self
+                .gateway_cpu_us_per_heartbeat
+                .map(|v| format!("{v:.2} us"))),
             self.hb_window_acked,
             self.hb_window_s,
-            opt(self.gateway_cpu_us_in_window)
+            opt(self.gateway_cpu_us_in_window.map(|v| format!("{v} us")))
         );
         let _ = writeln!(
             o,
-            "  gateway bytes/session    {} (RSS {} -> {} KiB)",
+            "  gateway bytes/session    {} (RSS {} -> {})",
             opt(self.gateway_bytes_per_session.map(|v| format!("{v:.1}"))),
-            opt(self.gateway_rss_before_kib),
-            opt(self.gateway_rss_after_kib)
+            opt(self.gateway_rss_before_kib.map(|v| format!("{v} KiB"))),
+            opt(self.gateway_rss_after_kib.map(|v| format!("{v} KiB")))
         );
         let _ = writeln!(
             o,
@@ -196,6 +223,27 @@ impl Report {
             );
             pct_row(&mut o, "re-login after SIGTERM", "ms", &s.relogin_ms);
             pct_row(&mut o, "GOAWAY reconnect_after", "ms", &s.goaway_after_ms);
+        }
+        if let Some(c) = &self.chat {
+            let _ = writeln!(
+                o,
+                "  chat                     {} at {:.0}/s, {} B, {:.1} s: sent={} acked={} expected={} received={} lost={} dup={} out-of-order={}",
+                c.mode,
+                c.rate_per_s,
+                c.payload_bytes,
+                c.duration_s,
+                c.sent,
+                c.acked,
+                c.expected,
+                c.received,
+                c.lost,
+                c.duplicates,
+                c.out_of_order
+            );
+            for (k, v) in &c.errors {
+                let _ = writeln!(o, "    chat error: {k}: {v}");
+            }
+            pct_row(&mut o, "chat end-to-end", "us", &c.e2e_us);
         }
         for n in &self.notes {
             let _ = writeln!(o, "  note: {n}");

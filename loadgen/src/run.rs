@@ -16,12 +16,26 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use indicatif::{ProgressBar, ProgressStyle};
 
+use crate::chat::{self, Mode};
 use crate::fleet::Fleet;
 use crate::procfs;
-use crate::report::{Pct, Report, Sample, StormReport};
+use crate::report::{ChatReport, Pct, Report, Sample, StormReport};
 use crate::shard;
 use crate::wire::{ToWorker, WorkerSpec};
 use crate::worker::unix_us;
+
+/// The chat phase of a run.
+#[derive(Debug, Clone, Copy)]
+pub struct ChatSpec {
+    pub mode: Mode,
+    /// Messages per second over all sessions.
+    pub rate: f64,
+    pub payload: usize,
+    pub duration: Duration,
+}
+
+/// Time after the last SEND for PUSHes still on their way.
+const CHAT_DRAIN: Duration = Duration::from_secs(2);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -48,6 +62,8 @@ pub struct RunSpec {
     /// Storm: drain this gateway after the hold.
     pub storm_pid: Option<u32>,
     pub storm_timeout: Duration,
+    /// Chat after the hold.
+    pub chat: Option<ChatSpec>,
     pub progress_bar: bool,
     /// The `loadgen` executable to start workers from.
     pub exe: PathBuf,
@@ -249,6 +265,18 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
         }
     }
 
+    if let Some(c) = spec.chat
+        && !stop.load(Ordering::Relaxed)
+    {
+        report.chat = Some(chat_phase(
+            &mut fleet,
+            &c,
+            spec.sessions,
+            stop,
+            &mut sampler,
+            gw,
+        )?);
+    }
     if let Some(pid) = spec.storm_pid
         && !stop.load(Ordering::Relaxed)
     {
@@ -286,6 +314,9 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
     report.login_us = Pct::from(&stats.login_us);
     report.heartbeat_rtt_us = Pct::from(&stats.hb_rtt_us);
     report.loadgen_peak_rss_kib = peak;
+    if let Some(c) = report.chat.as_mut() {
+        c.e2e_us = Pct::from(&stats.chat_e2e_us);
+    }
     if let Some(s) = report.storm.as_mut() {
         s.relogin_ms = Pct::from(&stats.relogin_ms);
         s.goaway_after_ms = Pct::from(&stats.goaway_after_ms);
@@ -293,6 +324,71 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
     }
     report.series = sampler.series;
     Ok(report)
+}
+
+/// Rooms: JOIN first. Then SEND at the rate for the duration, wait for
+/// the last PUSHes, and count.
+fn chat_phase(
+    fleet: &mut Fleet,
+    c: &ChatSpec,
+    sessions: u64,
+    stop: &AtomicBool,
+    sampler: &mut Sampler,
+    gw: &[u32],
+) -> anyhow::Result<ChatReport> {
+    let before = fleet.snap(10, Duration::from_secs(10))?;
+    if let Mode::Rooms { .. } = c.mode {
+        fleet.send_all(ToWorker::ChatJoin { mode: c.mode });
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let t = fleet.total();
+            let answered = t.chat_joined
+                + t.chat_errors
+                    .iter()
+                    .filter(|(k, _)| k.starts_with("join"))
+                    .map(|(_, v)| v)
+                    .sum::<u64>();
+            if answered >= before.up || Instant::now() >= end || stop.load(Ordering::Relaxed) {
+                break;
+            }
+            fleet.pump(Duration::from_millis(100))?;
+        }
+    }
+    let start = Instant::now();
+    fleet.send_all(ToWorker::ChatStart {
+        mode: c.mode,
+        rate: c.rate,
+        sessions,
+        payload: c.payload,
+        duration_ms: c.duration.as_millis() as u64,
+    });
+    while start.elapsed() < c.duration + CHAT_DRAIN && !stop.load(Ordering::Relaxed) {
+        fleet.pump(Duration::from_millis(200))?;
+        sampler.tick(fleet, gw);
+    }
+    let after = fleet.snap(11, Duration::from_secs(10))?;
+    let acked = after.chat_acked - before.chat_acked;
+    let received = after.chat_received - before.chat_received;
+    let duplicates = after.chat_duplicates - before.chat_duplicates;
+    let expected = chat::expected(c.mode, sessions, acked, &after.chat_room_high);
+    Ok(ChatReport {
+        mode: match c.mode {
+            Mode::Pairs => "pairs".into(),
+            Mode::Rooms { rooms } => format!("rooms:{rooms}"),
+        },
+        rate_per_s: c.rate,
+        payload_bytes: c.payload,
+        duration_s: c.duration.as_secs_f64(),
+        sent: after.chat_sent - before.chat_sent,
+        acked,
+        errors: after.chat_errors,
+        expected,
+        received,
+        duplicates,
+        out_of_order: after.chat_out_of_order - before.chat_out_of_order,
+        lost: expected.saturating_sub(received - duplicates),
+        e2e_us: Pct::default(),
+    })
 }
 
 /// SIGTERMs `pid` and waits until every session it sent away is back.

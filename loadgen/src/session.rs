@@ -30,6 +30,16 @@ pub enum Event {
     Lost(Reason),
     /// The gateway is draining: reconnect after this many milliseconds.
     GoAway { after_ms: u32 },
+    /// SEND_ACK with this `Status` number.
+    SendAcked { status: i32 },
+    /// JOIN_ACK with this `Status` number.
+    Joined { status: i32 },
+    /// A PUSH: its channel, id and the send time stamped in its body.
+    Pushed {
+        channel: u64,
+        msg_id: u64,
+        stamp_us: Option<u64>,
+    },
 }
 
 /// Why a session failed or was lost. `as_str` names the report's keys.
@@ -192,8 +202,29 @@ impl Session {
                 self.hb_sent_us = 0;
                 Some(Event::HeartbeatAcked { rtt_us })
             }
-            (Phase::Ready | Phase::Draining, Kind::Push | Kind::SendAck | Kind::SyncAck) => None,
-            (Phase::Ready | Phase::Draining, Kind::JoinAck | Kind::LeaveAck) => None,
+            (Phase::Ready | Phase::Draining, Kind::Push) => {
+                match pb::Push::decode(frame.body.clone()) {
+                    Ok(p) => Some(Event::Pushed {
+                        channel: p.channel,
+                        msg_id: p.msg_id,
+                        stamp_us: crate::chat::stamp(&p.body),
+                    }),
+                    Err(_) => Some(self.end(Reason::BadFrame)),
+                }
+            }
+            (Phase::Ready | Phase::Draining, Kind::SendAck) => {
+                match pb::SendAck::decode(frame.body.clone()) {
+                    Ok(a) => Some(Event::SendAcked { status: a.status }),
+                    Err(_) => Some(self.end(Reason::BadFrame)),
+                }
+            }
+            (Phase::Ready | Phase::Draining, Kind::JoinAck) => {
+                match pb::JoinAck::decode(frame.body.clone()) {
+                    Ok(a) => Some(Event::Joined { status: a.status }),
+                    Err(_) => Some(self.end(Reason::BadFrame)),
+                }
+            }
+            (Phase::Ready | Phase::Draining, Kind::SyncAck | Kind::LeaveAck) => None,
             (Phase::Ready, Kind::GoAway) => {
                 let after_ms = pb::GoAway::decode(frame.body.clone())
                     .map(|g| g.reconnect_after_ms)
@@ -270,6 +301,37 @@ impl Session {
             }
             _ => None,
         }
+    }
+
+    /// Appends a SEND of `body` to `channel`. False unless logged in.
+    pub fn send(
+        &mut self,
+        channel: u64,
+        client_msg_id: u64,
+        body: &[u8],
+        out: &mut BytesMut,
+    ) -> bool {
+        if self.phase != Phase::Ready {
+            return false;
+        }
+        let seq = self.next_seq();
+        let req = pb::SendReq {
+            channel,
+            client_msg_id,
+            body: bytes::Bytes::copy_from_slice(body),
+        };
+        proto::encode(out, Kind::Send, seq, &req);
+        true
+    }
+
+    /// Appends a JOIN of `channel`. False unless logged in.
+    pub fn join(&mut self, channel: u64, out: &mut BytesMut) -> bool {
+        if self.phase != Phase::Ready {
+            return false;
+        }
+        let seq = self.next_seq();
+        proto::encode(out, Kind::Join, seq, &pb::Join { channel });
+        true
     }
 
     /// We close it ourselves (end of run): no event.

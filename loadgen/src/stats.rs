@@ -101,6 +101,24 @@ pub struct Counters {
     pub goaways: u64,
     /// Logins after a GOAWAY (storm).
     pub relogins: u64,
+    /// Chat: SENDs written.
+    pub chat_sent: u64,
+    /// Chat: SEND_ACK OK.
+    pub chat_acked: u64,
+    /// Chat: SEND_ACK and JOIN_ACK other than OK, by status.
+    pub chat_errors: BTreeMap<String, u64>,
+    /// Chat: JOIN_ACK OK.
+    pub chat_joined: u64,
+    /// Chat: PUSHes received on the session's own channel.
+    pub chat_received: u64,
+    /// Chat: ids received twice.
+    pub chat_duplicates: u64,
+    /// Chat: ids received after a higher one.
+    pub chat_out_of_order: u64,
+    /// Chat: ids skipped when a higher one arrived (some may come late).
+    pub chat_gap_ids: u64,
+    /// Chat, rooms mode: highest id seen per room (merged by max).
+    pub chat_room_high: BTreeMap<u64, u64>,
 }
 
 impl Counters {
@@ -118,6 +136,20 @@ impl Counters {
         self.hb_acked += o.hb_acked;
         self.goaways += o.goaways;
         self.relogins += o.relogins;
+        self.chat_sent += o.chat_sent;
+        self.chat_acked += o.chat_acked;
+        for (k, v) in &o.chat_errors {
+            *self.chat_errors.entry(k.clone()).or_default() += v;
+        }
+        self.chat_joined += o.chat_joined;
+        self.chat_received += o.chat_received;
+        self.chat_duplicates += o.chat_duplicates;
+        self.chat_out_of_order += o.chat_out_of_order;
+        self.chat_gap_ids += o.chat_gap_ids;
+        for (room, high) in &o.chat_room_high {
+            let h = self.chat_room_high.entry(*room).or_default();
+            *h = (*h).max(*high);
+        }
     }
 
     pub fn failed_total(&self) -> u64 {
@@ -143,6 +175,8 @@ pub struct Stats {
     pub goaway_after_ms: Hist,
     /// Storm: re-login time after the gateway was told to drain, ms.
     pub relogin_ms: Hist,
+    /// Chat: send time (stamped in the body) to PUSH received, µs.
+    pub chat_e2e_us: Hist,
 }
 
 impl Stats {
@@ -153,6 +187,7 @@ impl Stats {
         self.hb_rtt_us.merge(&o.hb_rtt_us);
         self.goaway_after_ms.merge(&o.goaway_after_ms);
         self.relogin_ms.merge(&o.relogin_ms);
+        self.chat_e2e_us.merge(&o.chat_e2e_us);
     }
 }
 
@@ -207,6 +242,23 @@ mod tests {
         assert_eq!(total.counters.failed["connect timeout"], 4);
         assert_eq!(total.login_us.len(), 6);
         assert_eq!(total.login_us.q(1.0), s.login_us.q(1.0));
+    }
+
+    #[test]
+    fn room_highs_merge_by_max_and_counts_by_sum() {
+        let mut a = Counters::default();
+        a.chat_room_high.insert(1, 10);
+        a.chat_room_high.insert(2, 3);
+        a.chat_received = 4;
+        let mut b = Counters::default();
+        b.chat_room_high.insert(1, 7);
+        b.chat_room_high.insert(3, 1);
+        b.chat_received = 5;
+        a.merge(&b);
+        assert_eq!(a.chat_room_high.get(&1), Some(&10));
+        assert_eq!(a.chat_room_high.get(&2), Some(&3));
+        assert_eq!(a.chat_room_high.get(&3), Some(&1));
+        assert_eq!(a.chat_received, 9);
     }
 
     #[test]

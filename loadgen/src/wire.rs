@@ -7,6 +7,7 @@ use std::net::SocketAddr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::chat::Mode;
 use crate::shard::Share;
 use crate::stats::{Counters, Stats};
 
@@ -41,13 +42,24 @@ pub struct WorkerSpec {
 }
 
 /// Commands to a worker.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
 pub enum ToWorker {
     /// Answer at once with [`FromWorker::Snap`] carrying this id.
     Snap { id: u32 },
     /// The storm starts now: time re-logins from here.
     StormStart,
+    /// Every logged-in session JOINs its room (rooms mode).
+    ChatJoin { mode: Mode },
+    /// Send chat for `duration_ms` at `rate` messages per second over all
+    /// `sessions` of the run (each worker takes its share of the rate).
+    ChatStart {
+        mode: Mode,
+        rate: f64,
+        sessions: u64,
+        payload: usize,
+        duration_ms: u64,
+    },
     /// Report [`FromWorker::Final`], close everything and exit.
     Stop,
 }

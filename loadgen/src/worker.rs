@@ -64,6 +64,7 @@ pub struct Worker {
     reconnects: BinaryHeap<Reverse<(u64, u64, usize, u32)>>,
     storm_start_us: Option<u64>,
     ramp_end_unix_us: u64,
+    chat: Option<chat_paths::ChatRun>,
     inbuf: BytesMut,
     outbuf: BytesMut,
     scratch: Box<[u8]>,
@@ -164,6 +165,7 @@ impl Worker {
             reconnects: BinaryHeap::new(),
             storm_start_us: None,
             ramp_end_unix_us: 0,
+            chat: None,
             inbuf: BytesMut::with_capacity(1 << 16),
             outbuf: BytesMut::with_capacity(1 << 12),
             scratch: vec![0u8; 1 << 16].into_boxed_slice(),
@@ -221,6 +223,7 @@ impl Worker {
             self.on_timers(now);
             self.on_reconnects(now);
             self.ramp(now);
+            self.chat_send(now);
             if self.ramp_end_unix_us == 0 && self.ramp_done() {
                 self.ramp_end_unix_us = unix_us();
             }
@@ -232,6 +235,14 @@ impl Worker {
                         counters: self.stats.counters.clone(),
                     })?,
                     ToWorker::StormStart => self.storm_start_us = Some(now),
+                    ToWorker::ChatJoin { mode } => self.chat_join(now, mode),
+                    ToWorker::ChatStart {
+                        mode,
+                        rate,
+                        sessions,
+                        payload,
+                        duration_ms,
+                    } => self.chat_start(now, mode, rate, sessions, payload, duration_ms),
                     ToWorker::Stop => break 'run,
                 }
             }
@@ -274,6 +285,9 @@ impl Worker {
         if self.next_global < self.spec.share.start + self.spec.share.count
             && self.inflight < u64::from(self.spec.max_inflight)
         {
+            due = due.min(now + 1_000);
+        }
+        if self.chat.as_ref().is_some_and(|c| c.sending(now)) {
             due = due.min(now + 1_000);
         }
         if let Some(Reverse((t, ..))) = self.reconnects.peek() {
@@ -444,4 +458,5 @@ impl Worker {
     }
 }
 
+mod chat_paths;
 mod io_paths;

@@ -235,3 +235,79 @@ fn a_heartbeat_ack_before_login_is_unexpected() {
         Some(Event::Failed(Reason::Unexpected))
     );
 }
+
+#[test]
+fn send_and_join_write_their_frames_only_when_logged_in() {
+    let c = cfg(None);
+    let mut s = Session::new(0, 1);
+    let mut out = BytesMut::new();
+    assert!(!s.send(5, 1, b"x", &mut out));
+    assert!(!s.join(5, &mut out));
+    assert!(out.is_empty());
+    let mut s = ready(&c, 10_000, 0);
+    assert!(s.join(7, &mut out));
+    assert!(s.send(7, 99, &crate::chat::body(1234, 16), &mut out));
+    let j = proto::decode(&mut out, 1 << 16).unwrap().unwrap();
+    assert_eq!((j.kind, j.seq), (Kind::Join, 2));
+    assert_eq!(pb::Join::decode(j.body).unwrap().channel, 7);
+    let f = proto::decode(&mut out, 1 << 16).unwrap().unwrap();
+    assert_eq!((f.kind, f.seq), (Kind::Send, 3));
+    let req = pb::SendReq::decode(f.body).unwrap();
+    assert_eq!(
+        (req.channel, req.client_msg_id, req.body.len()),
+        (7, 99, 16)
+    );
+}
+
+#[test]
+fn acks_and_pushes_come_back_as_events() {
+    let c = cfg(None);
+    let mut s = ready(&c, 10_000, 0);
+    let ack = frame(
+        Kind::SendAck,
+        3,
+        &pb::SendAck {
+            status: pb::Status::RateLimited as i32,
+            channel: 7,
+            msg_id: 0,
+            client_msg_id: 99,
+        },
+    );
+    assert_eq!(
+        s.handle_frame(1, &c, &ack),
+        Some(Event::SendAcked { status: 2 })
+    );
+    let push = frame(
+        Kind::Push,
+        0,
+        &pb::Push {
+            channel: 7,
+            msg_id: 12,
+            from_uin: 2,
+            from_device: 1,
+            sent_at_ms: 0,
+            body: crate::chat::body(555, 8).into(),
+        },
+    );
+    assert_eq!(
+        s.handle_frame(2, &c, &push),
+        Some(Event::Pushed {
+            channel: 7,
+            msg_id: 12,
+            stamp_us: Some(555)
+        })
+    );
+    let join = frame(
+        Kind::JoinAck,
+        4,
+        &pb::JoinAck {
+            status: 0,
+            channel: 7,
+            newest_msg_id: 0,
+        },
+    );
+    assert_eq!(
+        s.handle_frame(3, &c, &join),
+        Some(Event::Joined { status: 0 })
+    );
+}

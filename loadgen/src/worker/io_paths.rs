@@ -166,6 +166,13 @@ impl Worker {
                 *k.failed.entry(r.as_str()).or_default() += 1;
             }
             Event::Lost(r) => *k.lost.entry(r.as_str()).or_default() += 1,
+            Event::SendAcked { status } => self.chat_acked(status, false),
+            Event::Joined { status } => self.chat_acked(status, true),
+            Event::Pushed {
+                channel,
+                msg_id,
+                stamp_us,
+            } => self.chat_pushed(idx, channel, msg_id, stamp_us),
             Event::GoAway { after_ms } => {
                 k.goaways += 1;
                 self.stats.goaway_after_ms.record(u64::from(after_ms));
