@@ -102,13 +102,16 @@
 //!
 //! | run | SEND/s | PUSH deliveries/s | SEND->ACK p50 / p99 |
 //! |-----|-------:|------------------:|--------------------:|
-//! | 2 gateways, 100 rooms of 20, window 512, 3 runs | 211k-314k | 4.2M-6.3M | 2.9-4.2 ms / 7.9-14.2 ms |
-//! | same, `--rooms 10` (200 members), 40k SENDs | 96k | 19.2M | 9.4 ms / 37.6 ms |
-//! | 1 gateway, window 1 (`--gateways 1 --window 1 --limit-secs 5`) | 31k | 309k | 14 us / 117 us |
+//! | 2 gateways, 100 rooms of 20, window 512, 200k SENDs per gateway, 3 runs | 303k-428k | 6.1M-8.6M | 2.2-3.1 ms / 5.5-7.8 ms |
+//! | same, `--rooms 10` (200 members), `--messages 20000` | 100k | 19.9M | 10.2 ms / 23.2 ms |
+//! | 1 gateway, window 1 (`--gateways 1 --window 1 --limit-secs 5`) | 28k | 281k | 17 us / 138 us |
+//! | first row with `--window 50000` (100k SENDs in flight: latency is queueing), separate server run | 436k | 8.7M | 206 ms / 388 ms |
 //!
-//! Per-thread CPU after the first three runs (`/proc/PID/task/*/stat`
-//! utime+stime, ticks): shard-0 235, shard-1 275, net 103: the two shards
-//! share the load evenly and the network thread stays light.
+//! Per-thread CPU over the first three rows (`/proc/PID/task/*/stat`
+//! utime+stime, ticks): shard-0 275, shard-1 293, net 185: the two shards
+//! share the load evenly. Peak RSS (`VmHWM`) of that server: 39 MB
+//! (retention capped every room at 1,000 messages); of the server that
+//! also ran the `--window 50000` row: 162 MB.
 
 pub mod channel;
 pub mod config;

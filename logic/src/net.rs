@@ -9,6 +9,12 @@
 //! one shard says to one gateway stays in order, and a connection's queued
 //! buffers go out with vectored writes, many frames per syscall.
 //!
+//! Each turn reads at most `READ_BUDGET` bytes per connection, and no link
+//! is read while any shard has more than `SHARD_QUEUE_HIGH` batches queued:
+//! the unread connections are remembered (readiness is edge-triggered) and
+//! retried every millisecond, so an overloaded server pushes back on the
+//! gateways through TCP instead of queueing without bound.
+//!
 //! When a gateway's last link connection closes, every shard is told
 //! (`GatewayDown`) in the same batches as that gateway's earlier notices,
 //! so the drop is ordered after them and before anything from a
@@ -19,6 +25,7 @@ use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 
 use bytes::{Buf, Bytes, BytesMut};
 use crossbeam_channel::{Receiver, Sender};
@@ -38,6 +45,14 @@ pub const WAKER: Token = Token(usize::MAX - 2);
 const READ_CHUNK: usize = 64 * 1024;
 /// Most buffers handed to one `writev`.
 const MAX_IOV: usize = 64;
+/// Most bytes read from one connection per loop turn, so one busy gateway
+/// cannot starve the others or the output path.
+const READ_BUDGET: usize = 256 * 1024;
+/// Batches queued to one shard above which the loop stops reading links
+/// until the shards catch up (backpressure reaches the gateways via TCP).
+const SHARD_QUEUE_HIGH: usize = 1024;
+/// Poll timeout while some connection still has unread input.
+const RETRY_READ: Duration = Duration::from_millis(1);
 
 /// Settings of the network thread.
 #[derive(Debug, Clone, Copy)]
@@ -73,6 +88,9 @@ pub struct Net {
     /// Read buffer: bytes are copied from it into the connection's
     /// buffer, so a connection only holds what it has not decoded yet.
     scratch: Vec<u8>,
+    /// Connections with input left unread (budget spent or shards busy):
+    /// edge-triggered readiness will not report them again.
+    unread: Vec<usize>,
 }
 
 impl Net {
@@ -101,6 +119,7 @@ impl Net {
             stop,
             stats,
             scratch: vec![0; READ_CHUNK],
+            unread: Vec::new(),
         })
     }
 
@@ -117,7 +136,8 @@ impl Net {
     fn serve(&mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
         while !self.stop.load(Ordering::Acquire) {
-            if let Err(e) = self.poll.poll(&mut events, None) {
+            let timeout = (!self.unread.is_empty()).then_some(RETRY_READ);
+            if let Err(e) = self.poll.poll(&mut events, timeout) {
                 if e.kind() == io::ErrorKind::Interrupted {
                     continue;
                 }
@@ -136,6 +156,9 @@ impl Net {
                         }
                     }
                 }
+            }
+            for key in std::mem::take(&mut self.unread) {
+                self.read(key);
             }
             self.flush_to_shards();
             self.drain_shards();
@@ -182,18 +205,37 @@ impl Net {
         }
     }
 
+    /// Reads `key` until `WouldBlock`, or until its budget is spent or the
+    /// shards are backed up (then it is retried on the next turn).
     fn read(&mut self, key: usize) {
+        let overloaded = self.shards.iter().any(|tx| tx.len() > SHARD_QUEUE_HIGH);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
+        if overloaded {
+            if !self.unread.contains(&key) {
+                self.unread.push(key);
+            }
+            return;
+        }
         let mut closed = false;
+        let mut budget = READ_BUDGET;
         loop {
+            if budget == 0 {
+                if !self.unread.contains(&key) {
+                    self.unread.push(key);
+                }
+                break;
+            }
             match conn.stream.read(&mut self.scratch) {
                 Ok(0) => {
                     closed = true;
                     break;
                 }
-                Ok(n) => conn.rbuf.extend_from_slice(&self.scratch[..n]),
+                Ok(n) => {
+                    conn.rbuf.extend_from_slice(&self.scratch[..n]);
+                    budget = budget.saturating_sub(n);
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
