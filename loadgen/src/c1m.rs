@@ -5,6 +5,7 @@
 //! it started, by PID, on success, failure or Ctrl-C.
 
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::AtomicBool;
@@ -56,9 +57,10 @@ pub struct C1mArgs {
     /// Connects per second; 0 = as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
-    /// Where the gateway, logic and loadgen binaries are.
-    #[arg(long, default_value = "target/release")]
-    pub bin_dir: PathBuf,
+    /// Where the gateway and logic binaries are (default: beside this
+    /// loadgen binary, i.e. target/release).
+    #[arg(long)]
+    pub bin_dir: Option<PathBuf>,
     /// Where logs, the secret, the JSON report and the chart go.
     #[arg(long, default_value = "target/c1m")]
     pub out_dir: PathBuf,
@@ -265,6 +267,9 @@ fn start_logic(a: &C1mArgs, exe: &Path, addr: SocketAddr, procs: &mut Procs) -> 
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)
+        // Its own process group: a terminal's Ctrl-C reaches only us, and
+        // we stop it in order.
+        .process_group(0)
         .spawn()
         .with_context(|| format!("starting {}", exe.display()))?;
     let out = child.stdout.take();
@@ -288,12 +293,13 @@ fn start_logic(a: &C1mArgs, exe: &Path, addr: SocketAddr, procs: &mut Procs) -> 
 
 fn start_gateways(
     a: &C1mArgs,
+    bin_dir: &Path,
     g: u64,
     secret: &Path,
     logic: Option<SocketAddr>,
     procs: &mut Procs,
 ) -> anyhow::Result<()> {
-    let exe = a.bin_dir.join("gateway");
+    let exe = bin_dir.join("gateway");
     if !exe.exists() {
         bail!("{} not found: build it first (./c1m does)", exe.display());
     }
@@ -321,6 +327,7 @@ fn start_gateways(
             .stdin(Stdio::null())
             .stdout(log.try_clone()?)
             .stderr(log)
+            .process_group(0)
             .spawn()
             .with_context(|| format!("starting {}", exe.display()))?;
         procs.children.push((format!("gateway {i}"), child));
@@ -378,7 +385,14 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
 
     let mut procs = Procs::default();
     let mut notes = Vec::new();
-    let logic_exe = a.bin_dir.join("logic");
+    let bin_dir = match &a.bin_dir {
+        Some(d) => d.clone(),
+        None => std::env::current_exe()?
+            .parent()
+            .map(Path::to_path_buf)
+            .context("locating the binaries beside loadgen")?,
+    };
+    let logic_exe = bin_dir.join("logic");
     let logic_addr: SocketAddr = ([127, 0, 0, 1], a.port.wrapping_add(1)).into();
     let chat = if a.chat_s == 0 {
         notes.push("chat phase skipped: --chat-s 0".to_string());
@@ -398,7 +412,14 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
         ));
         None
     };
-    start_gateways(a, g, &secret_path, chat.map(|_| logic_addr), &mut procs)?;
+    start_gateways(
+        a,
+        &bin_dir,
+        g,
+        &secret_path,
+        chat.map(|_| logic_addr),
+        &mut procs,
+    )?;
     let addr: SocketAddr = ([127, 0, 0, 1], a.port).into();
     let ramp_timeout = Duration::from_secs(60 + a.sessions / 10_000);
     let spec = RunSpec {
@@ -440,17 +461,30 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
         eprintln!("c1m: no chart: {e}");
     }
     println!("c1m: report in {} and {}", json.display(), png.display());
-    let ok = report.held_at_end == a.sessions && report.lost == 0 && report.failed == 0;
+    let interrupted = stop.load(std::sync::atomic::Ordering::Relaxed);
+    let ok = !interrupted
+        && report.held_at_end == a.sessions
+        && report.lost == 0
+        && report.failed == 0
+        && report.hold_s + 1.0 >= a.hold_s as f64;
     println!(
         "c1m: {}: held {} of {} sessions for {:.0} s, lost {}, failed {}",
-        if ok { "PASS" } else { "FAIL" },
+        match (interrupted, ok) {
+            (true, _) => "INTERRUPTED",
+            (false, true) => "PASS",
+            (false, false) => "FAIL",
+        },
         report.held_at_end,
         a.sessions,
         report.hold_s,
         report.lost,
         report.failed
     );
-    Ok(if ok { 0 } else { 1 })
+    Ok(match (interrupted, ok) {
+        (true, _) => 130,
+        (false, true) => 0,
+        (false, false) => 1,
+    })
 }
 
 #[cfg(test)]
