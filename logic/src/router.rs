@@ -13,7 +13,7 @@
 //!   match, so a late notice from an old login never removes a newer one;
 //! - a gateway whose link is gone loses all its sessions.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::HashMap;
 
 use proto::link::SessionRef;
 
@@ -42,7 +42,9 @@ pub enum Opened {
 #[derive(Debug, Default)]
 struct User {
     sessions: Vec<Sess>,
-    rooms: BTreeSet<u64>,
+    /// Sorted; a plain vector because most users are in a few rooms (a
+    /// one-element `BTreeSet` costs a whole B-tree node).
+    rooms: Vec<u64>,
 }
 
 /// Routes users to their sessions and remembers their rooms.
@@ -125,7 +127,14 @@ impl Router {
 
     /// Records that `uin` joined `room`; true if it was not a member.
     pub fn join(&mut self, uin: u64, room: u64) -> bool {
-        self.users.entry(uin).or_default().rooms.insert(room)
+        let rooms = &mut self.users.entry(uin).or_default().rooms;
+        match rooms.binary_search(&room) {
+            Ok(_) => false,
+            Err(i) => {
+                rooms.insert(i, room);
+                true
+            }
+        }
     }
 
     /// Records that `uin` left `room`; true if it was a member.
@@ -133,7 +142,13 @@ impl Router {
         let Some(user) = self.users.get_mut(&uin) else {
             return false;
         };
-        let was = user.rooms.remove(&room);
+        let was = match user.rooms.binary_search(&room) {
+            Ok(i) => {
+                user.rooms.remove(i);
+                true
+            }
+            Err(_) => false,
+        };
         self.forget_if_empty(uin);
         was
     }
@@ -142,7 +157,7 @@ impl Router {
     pub fn is_member(&self, uin: u64, room: u64) -> bool {
         self.users
             .get(&uin)
-            .is_some_and(|u| u.rooms.contains(&room))
+            .is_some_and(|u| u.rooms.binary_search(&room).is_ok())
     }
 
     /// The rooms `uin` has joined, in id order.
