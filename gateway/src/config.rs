@@ -66,6 +66,12 @@ pub struct Config {
     /// The logic server. Default none: every backend request is answered
     /// UNAVAILABLE (rule 13).
     pub logic: Option<SocketAddr>,
+    /// Capacity of each worker's queues to and from the uplink (items).
+    /// A full up-queue pauses that worker's reads. Default 65,536.
+    pub uplink_queue: usize,
+    /// Output queued for one session (bytes) beyond which it is a slow
+    /// consumer: KICK(SLOW_CONSUMER) and close. Default 1 MiB.
+    pub write_budget: usize,
 }
 
 impl Default for Config {
@@ -89,6 +95,8 @@ impl Default for Config {
             max_connections_per_thread: 4_000_000,
             metrics: None,
             logic: None,
+            uplink_queue: 65_536,
+            write_budget: 1 << 20,
         }
     }
 }

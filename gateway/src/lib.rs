@@ -4,8 +4,9 @@
 //!
 //! Sans-io parts: [`session`] (the per-client state machine), [`wheel`]
 //! (the timer wheel), [`heartbeat`] and [`ratelimit`]. The I/O parts only
-//! move bytes: [`worker`] (one event loop per thread), [`server`] (threads,
-//! signals, lifecycle), [`metrics`].
+//! move bytes: [`worker`] (one event loop per thread), [`uplink`] (the link
+//! to the logic server), [`server`] (threads, signals, lifecycle),
+//! [`metrics`].
 #![deny(unsafe_code)]
 
 pub mod cli;
@@ -18,5 +19,6 @@ pub mod ratelimit;
 pub mod server;
 pub mod session;
 mod sys;
+pub mod uplink;
 pub mod wheel;
 pub mod worker;

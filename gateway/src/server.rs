@@ -21,6 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::metrics::{self, WorkerStats};
 use crate::session::SessionConfig;
+use crate::uplink::Uplink;
 use crate::worker::{self, Worker, WorkerConfig};
 
 /// Why the gateway could not start.
@@ -99,6 +100,7 @@ impl Server {
         let stats: Vec<Arc<WorkerStats>> = (0..threads).map(|_| Arc::default()).collect();
         let mut workers = Vec::with_capacity(threads);
         let mut wakers = Vec::with_capacity(threads);
+        let mut built = Vec::with_capacity(threads);
         for (index, listener) in listeners.into_iter().enumerate() {
             let wcfg = WorkerConfig {
                 index,
@@ -115,15 +117,42 @@ impl Server {
                 wheel_slots: cfg.wheel_slots,
                 max_connections: cfg.max_connections_per_thread,
                 drain_ms: cfg.drain_ms,
+                write_budget: cfg.write_budget,
             };
             let (w, waker) = Worker::new(wcfg, listener, stats[index].clone(), control.clone())
                 .map_err(|source| StartError::Worker { index, source })?;
+            built.push(w);
+            wakers.push(waker);
+        }
+
+        let mut uplink_connected = None;
+        if let Some(logic) = cfg.logic {
+            let gateway_id =
+                (nonce << 48) ^ u64::from(std::process::id()) ^ instance_nonce().rotate_left(20);
+            let (uplink, ports) = Uplink::new(logic, gateway_id, &wakers, cfg.uplink_queue)
+                .map_err(|source| StartError::Worker {
+                    index: threads,
+                    source,
+                })?;
+            uplink_connected = Some(uplink.connected());
+            for (w, port) in built.iter_mut().zip(ports) {
+                w.set_port(port);
+            }
+            std::thread::Builder::new()
+                .name("uplink".into())
+                .spawn(move || uplink.run())
+                .map_err(|source| StartError::Worker {
+                    index: threads,
+                    source,
+                })?;
+        }
+
+        for (index, w) in built.into_iter().enumerate() {
             let handle = std::thread::Builder::new()
                 .name(format!("worker-{index}"))
                 .spawn(move || w.run())
                 .map_err(|source| StartError::Worker { index, source })?;
             workers.push(handle);
-            wakers.push(waker);
         }
 
         let metrics_addr = match cfg.metrics {
@@ -134,7 +163,11 @@ impl Server {
                     .local_addr()
                     .map_err(|source| StartError::Bind { addr: m, source })?;
                 let stats = stats.clone();
-                metrics::serve(listener, move || metrics::render(&stats, false));
+                let up = uplink_connected.clone();
+                metrics::serve(listener, move || {
+                    let connected = up.as_ref().is_some_and(|c| c.load(Ordering::Acquire));
+                    metrics::render(&stats, connected)
+                });
                 Some(bound)
             }
             None => None,

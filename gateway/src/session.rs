@@ -414,18 +414,27 @@ impl Session {
                 if backend_up {
                     return Outcome::Forward;
                 }
-                self.answer_send(now, out, frame, pb::Status::Unavailable)
+                self.answer_unavailable(now, frame, out)
             }
             Kind::Sync | Kind::Join | Kind::Leave if backend_up => Outcome::Forward,
-            Kind::Sync => {
-                put_error(
-                    out,
-                    seq,
-                    ErrorCode::Unavailable,
-                    "the logic tier is unreachable",
-                );
-                Outcome::Continue
-            }
+            Kind::Sync | Kind::Join | Kind::Leave => self.answer_unavailable(now, frame, out),
+            // A server-to-client kind sent by a client.
+            _ => self.refuse(
+                now,
+                out,
+                seq,
+                CloseReason::BadFrame,
+                "not a client frame kind",
+            ),
+        }
+    }
+
+    /// Rule 13: the answer to SEND, SYNC, JOIN or LEAVE while the logic
+    /// tier is unreachable (also for a frame the uplink could not send).
+    pub fn answer_unavailable(&mut self, now: Now, frame: &Frame, out: &mut BytesMut) -> Outcome {
+        let seq = frame.seq;
+        match frame.kind {
+            Kind::Send => self.answer_send(now, out, frame, pb::Status::Unavailable),
             Kind::Join => match pb::Join::decode(frame.body.clone()) {
                 Ok(join) => {
                     let ack = pb::JoinAck {
@@ -461,14 +470,15 @@ impl Session {
                     "LEAVE body does not decode",
                 ),
             },
-            // A server-to-client kind sent by a client.
-            _ => self.refuse(
-                now,
-                out,
-                seq,
-                CloseReason::BadFrame,
-                "not a client frame kind",
-            ),
+            _ => {
+                put_error(
+                    out,
+                    seq,
+                    ErrorCode::Unavailable,
+                    "the logic tier is unreachable",
+                );
+                Outcome::Continue
+            }
         }
     }
 

@@ -33,6 +33,7 @@ use crate::metrics::WorkerStats;
 use crate::session::{
     CloseReason, LoginFailure, Now, Outcome, Session, SessionConfig, State, TimerOutcome,
 };
+use crate::uplink::{self, Down, Up, WorkerPort};
 use crate::wheel::Wheel;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -61,6 +62,8 @@ pub struct WorkerConfig {
     pub wheel_slots: usize,
     pub max_connections: usize,
     pub drain_ms: u64,
+    /// Output queued for one session beyond which it is a slow consumer.
+    pub write_budget: usize,
 }
 
 /// Monotonic and wall clock readings, taken once per loop turn.
@@ -102,6 +105,15 @@ pub struct Worker {
     stats: Arc<WorkerStats>,
     control: Arc<AtomicU8>,
     drain: Option<(DrainQueue, u64)>,
+    /// The uplink, when a logic server is configured.
+    port: Option<WorkerPort>,
+    /// The logic server is reachable (as the uplink last said).
+    backend_up: bool,
+    /// Items the full up-queue did not take; while any wait, no client
+    /// is read.
+    stalled: VecDeque<Up>,
+    /// Connections with input left unread while stalled.
+    paused: Vec<usize>,
 }
 
 impl Worker {
@@ -138,8 +150,17 @@ impl Worker {
             stats,
             control,
             drain: None,
+            port: None,
+            backend_up: false,
+            stalled: VecDeque::new(),
+            paused: Vec::new(),
         };
         Ok((worker, waker))
+    }
+
+    /// Connects the worker to the uplink (before `run`).
+    pub fn set_port(&mut self, port: WorkerPort) {
+        self.port = Some(port);
     }
 
     /// Runs until stopped, or until a drain has closed every connection.
@@ -156,7 +177,7 @@ impl Worker {
             for event in events.iter() {
                 match event.token() {
                     LISTENER => self.accept_all(),
-                    WAKER => {}
+                    WAKER => self.drain_down(),
                     Token(key) => {
                         if event.is_writable() {
                             self.on_writable(key);
@@ -169,6 +190,9 @@ impl Worker {
             }
             for key in std::mem::take(&mut self.pending) {
                 self.on_readable(key);
+            }
+            if !self.stalled.is_empty() {
+                self.unstall();
             }
             self.expire_timers();
             match self.control.load(Ordering::Acquire) {
@@ -239,6 +263,10 @@ impl Worker {
     }
 
     fn on_readable(&mut self, key: usize) {
+        if !self.stalled.is_empty() {
+            self.paused.push(key); // read once the uplink has room
+            return;
+        }
         let Some(conn) = self.conns.get_mut(key) else {
             return; // stale event for a closed slot
         };
@@ -273,6 +301,10 @@ impl Worker {
                         || self.process(key, &mut buf)
                     {
                         buf.clear();
+                    }
+                    if !self.stalled.is_empty() {
+                        self.paused.push(key);
+                        break;
                     }
                     if !filled {
                         // A short read drained the socket; new data will
@@ -331,7 +363,7 @@ impl Worker {
             let before = self.tx.len();
             let outcome =
                 conn.session
-                    .handle_frame(self.now, &self.cfg.session, false, &frame, &mut self.tx);
+                    .handle_frame(self.now, &self.cfg.session, self.backend_up, &frame, &mut self.tx);
             if self.tx.len() > before {
                 self.stats.frames_out.inc();
             }
@@ -341,14 +373,29 @@ impl Worker {
         }
     }
 
-    fn on_outcome(&mut self, key: usize, outcome: Outcome, _frame: Frame) -> bool {
+    fn on_outcome(&mut self, key: usize, outcome: Outcome, frame: Frame) -> bool {
         match outcome {
-            Outcome::Continue | Outcome::Forward => {}
+            Outcome::Continue => {}
+            Outcome::Forward => {
+                let s = &self.conns[key].session;
+                let item = Up::Client {
+                    session: uplink::session_ref(self.cfg.index, key, s.epoch()),
+                    uin: s.uin(),
+                    device: s.device(),
+                    frame,
+                };
+                self.stats.forwarded.inc();
+                self.send_up(item);
+            }
             Outcome::Heartbeat => self.stats.heartbeats.inc(),
             Outcome::HeartbeatRearm | Outcome::LoggedIn => {
                 if outcome == Outcome::LoggedIn {
                     self.stats.logins_ok.inc();
                     self.stats.sessions_open.inc();
+                    if self.backend_up {
+                        let item = self.announce(key, false);
+                        self.send_up(item);
+                    }
                 } else {
                     self.stats.heartbeats.inc();
                 }
@@ -396,6 +443,14 @@ impl Worker {
         }
         if session.logged_in() {
             self.stats.sessions_open.dec();
+            if self.backend_up {
+                let item = Up::Close {
+                    session: uplink::session_ref(self.cfg.index, key, session.epoch()),
+                    uin: session.uin(),
+                    device: session.device(),
+                };
+                self.send_up(item);
+            }
         }
     }
 
@@ -419,6 +474,156 @@ impl Worker {
         self.stats.connections_open.dec();
     }
 
+    /// An `Open` (or, after a reconnect, `Reopen`) for `key`'s session.
+    fn announce(&self, key: usize, again: bool) -> Up {
+        let s = &self.conns[key].session;
+        let (session, uin, device) = (
+            uplink::session_ref(self.cfg.index, key, s.epoch()),
+            s.uin(),
+            s.device(),
+        );
+        if again {
+            Up::Reopen {
+                session,
+                uin,
+                device,
+            }
+        } else {
+            Up::Open {
+                session,
+                uin,
+                device,
+            }
+        }
+    }
+
+    /// Queues `item` for the uplink, in order behind anything stalled.
+    fn send_up(&mut self, item: Up) {
+        let Some(port) = &self.port else { return };
+        if !self.stalled.is_empty() {
+            self.stalled.push_back(item);
+        } else if let Err(item) = port.push(item) {
+            self.stalled.push_back(item);
+        }
+    }
+
+    /// Moves stalled items into the up-queue; once all fit, reads the
+    /// connections that were skipped meanwhile.
+    fn unstall(&mut self) {
+        let Some(port) = &self.port else {
+            self.stalled.clear();
+            return;
+        };
+        while let Some(item) = self.stalled.pop_front() {
+            if let Err(item) = port.push(item) {
+                self.stalled.push_front(item);
+                return;
+            }
+        }
+        for key in std::mem::take(&mut self.paused) {
+            self.on_readable(key);
+        }
+    }
+
+    /// Handles everything the uplink sent.
+    fn drain_down(&mut self) {
+        let Some(port) = self.port.clone() else {
+            return;
+        };
+        while let Some(item) = port.pop() {
+            match item {
+                Down::LinkUp => {
+                    self.backend_up = true;
+                    let live: Vec<usize> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.session.state() == State::Active)
+                        .map(|(k, _)| k)
+                        .collect();
+                    for key in live {
+                        let item = self.announce(key, true);
+                        self.send_up(item);
+                    }
+                }
+                Down::LinkDown => {
+                    self.backend_up = false;
+                    // Announcements for a dead link are void; client frames
+                    // still stalled are answered here.
+                    for item in std::mem::take(&mut self.stalled) {
+                        if let Up::Client { session, frame, .. } = item {
+                            self.bounce(session, &frame);
+                        }
+                    }
+                    for key in std::mem::take(&mut self.paused) {
+                        self.on_readable(key);
+                    }
+                }
+                Down::Deliver { targets, frame } => {
+                    for t in targets {
+                        if let Some(key) = self.live(t) {
+                            self.tx.extend_from_slice(&frame);
+                            self.stats.frames_out.inc();
+                            self.stats.delivered.inc();
+                            self.flush(key);
+                        }
+                    }
+                }
+                Down::Kick { session, reason } => {
+                    if let Some(key) = self.live(session) {
+                        let reason = proto::pb::KickReason::try_from(reason)
+                            .unwrap_or(proto::pb::KickReason::Admin);
+                        self.conns[key].session.kick(
+                            self.now,
+                            &mut self.tx,
+                            reason,
+                            "kicked by the logic tier",
+                        );
+                        self.stats.frames_out.inc();
+                        self.begin_close(key, CloseReason::Kicked);
+                        self.flush(key);
+                    }
+                }
+                Down::Terminate { session, frame } => {
+                    if let Some(key) = self.live(session) {
+                        self.tx.extend_from_slice(&frame);
+                        self.stats.frames_out.inc();
+                        self.conns[key].session.begin_closing(self.now);
+                        self.begin_close(key, CloseReason::BadFrame);
+                        self.flush(key);
+                    }
+                }
+                Down::Bounce { session, frame } => self.bounce(session, &frame),
+            }
+        }
+    }
+
+    /// Answers a client frame that never reached the logic tier (rule 13).
+    fn bounce(&mut self, session: proto::link::SessionRef, frame: &Frame) {
+        let Some(key) = self.live(session) else {
+            return;
+        };
+        let conn = &mut self.conns[key];
+        let outcome = conn
+            .session
+            .answer_unavailable(self.now, frame, &mut self.tx);
+        self.stats.frames_out.inc();
+        if let Outcome::Close(reason) = outcome {
+            self.begin_close(key, reason);
+        }
+        self.flush(key);
+    }
+
+    /// The slot of `s` if it is this worker's, still the same login, and
+    /// active.
+    fn live(&self, s: proto::link::SessionRef) -> Option<usize> {
+        let key = (s.conn & 0xffff_ffff) as usize;
+        let conn = self.conns.get(key)?;
+        let same = uplink::worker_of(s) == self.cfg.index
+            && u64::from(conn.session.epoch()) == s.epoch
+            && conn.session.state() == State::Active;
+        same.then_some(key)
+    }
+
     /// Writes the per-thread output buffer (and anything queued before it)
     /// to `key`'s socket; what the socket will not take is queued on the
     /// connection and WRITABLE interest added.
@@ -431,8 +636,24 @@ impl Worker {
             return;
         };
         if conn.has_write() {
-            conn.write_queue().extend_from_slice(&self.tx);
+            let queue = conn.write_queue();
+            queue.extend_from_slice(&self.tx);
             self.tx.clear();
+            let queued = queue.len();
+            if queued > self.cfg.write_budget && conn.session.state() == State::Active {
+                // A slow consumer: what it missed stays in the logic
+                // store for SYNC.
+                let mut kick = BytesMut::new();
+                conn.session.kick(
+                    self.now,
+                    &mut kick,
+                    proto::pb::KickReason::SlowConsumer,
+                    "write queue over budget",
+                );
+                conn.write_queue().extend_from_slice(&kick);
+                self.stats.frames_out.inc();
+                self.begin_close(key, CloseReason::SlowConsumer);
+            }
             return; // WRITABLE is registered; on_writable sends it in order
         }
         let result = write_some(&mut conn.stream, &self.tx);

@@ -449,6 +449,29 @@ pub fn encode_client(out: &mut BytesMut, session: SessionRef, uin: u64, device: 
     out.put_slice(frame);
 }
 
+/// Appends a `Client` carrying a decoded client frame: its 12-byte header
+/// is written back in front of the body, so the gateway forwards exactly
+/// the bytes the client sent (flags as received) with one copy, into the
+/// batch buffer.
+pub fn encode_client_frame(
+    out: &mut BytesMut,
+    session: SessionRef,
+    uin: u64,
+    device: u32,
+    frame: &crate::Frame,
+) {
+    let len = crate::codec::HEADER_LEN + frame.body.len();
+    put_session_fields(out, LinkKind::Client, session, uin, device, len);
+    crate::codec::Header {
+        body_len: frame.body.len() as u32,
+        kind: frame.kind,
+        flags: frame.flags,
+        seq: frame.seq,
+    }
+    .put(out);
+    out.put_slice(&frame.body);
+}
+
 /// Appends a `Deliver` of `frame` (a whole client frame) to `targets`.
 /// Callers keep `targets` to at most [`MAX_DELIVER_TARGETS`].
 pub fn encode_deliver(out: &mut BytesMut, targets: &[SessionRef], frame: &[u8]) {
@@ -493,6 +516,19 @@ pub fn encode_pong(out: &mut BytesMut, nonce: u64) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_frame_parts_encode_like_the_whole_frame() {
+        let mut whole = BytesMut::new();
+        crate::codec::encode_raw(&mut whole, crate::Kind::Send, 9, b"body");
+        whole[6] = 0x12; // flags are forwarded as received
+        let frame = crate::decode(&mut whole.clone(), 64).unwrap().unwrap();
+        let s = SessionRef { conn: 1, epoch: 2 };
+        let (mut a, mut b) = (BytesMut::new(), BytesMut::new());
+        encode_client(&mut a, s, 3, 4, &whole);
+        encode_client_frame(&mut b, s, 3, 4, &frame);
+        assert_eq!(a, b);
+    }
     use proptest::prelude::*;
 
     const S: SessionRef = SessionRef {

@@ -214,3 +214,55 @@ impl Client {
         self.expect(Kind::LoginAck, 1)
     }
 }
+
+/// The `logic` binary, built beside this package's binaries by
+/// `cargo test --workspace` (the README's test command).
+pub fn logic_bin() -> std::path::PathBuf {
+    let gw = std::path::PathBuf::from(env!("CARGO_BIN_EXE_gateway"));
+    let logic = gw.with_file_name("logic");
+    assert!(
+        logic.exists(),
+        "{} is missing: run the workspace tests (cargo test --workspace)",
+        logic.display()
+    );
+    logic
+}
+
+/// A logic server process, killed (by PID) when dropped.
+pub struct Logic {
+    pub child: Child,
+    pub addr: SocketAddr,
+}
+
+impl Logic {
+    /// Starts `logic --listen ADDR` and waits for its "listening" line.
+    pub fn start(listen: &str) -> Logic {
+        let mut child = Command::new(logic_bin())
+            .args(["--listen", listen, "--threads", "2"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start logic");
+        let mut out = child.stdout.take().unwrap();
+        let mut line = Vec::new();
+        let mut byte = [0u8; 1];
+        while out.read(&mut byte).unwrap() == 1 && byte[0] != b'\n' {
+            line.push(byte[0]);
+        }
+        let line = String::from_utf8(line).unwrap();
+        let addr = line
+            .split_whitespace()
+            .nth(1)
+            .expect("listening line")
+            .parse()
+            .unwrap();
+        Logic { child, addr }
+    }
+}
+
+impl Drop for Logic {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
