@@ -36,6 +36,8 @@ pub struct ChatSpec {
 
 /// Time after the last SEND for PUSHes still on their way.
 const CHAT_DRAIN: Duration = Duration::from_secs(2);
+/// Longest wait for every JOIN_ACK in rooms mode.
+const CHAT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// What to run.
 #[derive(Debug, Clone)]
@@ -130,7 +132,12 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
         ..Report::default()
     };
     let n_workers = shares.len().max(1) as f64;
-    let total_bound = spec.ramp_timeout + spec.hold + spec.storm_timeout + Duration::from_secs(60);
+    // Workers stop by themselves after every phase could have run, plus slack.
+    let chat_bound = spec.chat.map_or(Duration::ZERO, |c| {
+        c.duration + CHAT_DRAIN + CHAT_JOIN_TIMEOUT
+    });
+    let total_bound =
+        spec.ramp_timeout + spec.hold + spec.storm_timeout + chat_bound + Duration::from_secs(60);
     let specs: Vec<WorkerSpec> = shares
         .iter()
         .enumerate()
@@ -339,7 +346,7 @@ fn chat_phase(
     let before = fleet.snap(10, Duration::from_secs(10))?;
     if let Mode::Rooms { .. } = c.mode {
         fleet.send_all(ToWorker::ChatJoin { mode: c.mode });
-        let end = Instant::now() + Duration::from_secs(30);
+        let end = Instant::now() + CHAT_JOIN_TIMEOUT;
         loop {
             let t = fleet.total();
             let answered = t.chat_joined
