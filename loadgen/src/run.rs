@@ -181,10 +181,8 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
         ProgressBar::hidden()
     };
     bar.set_style(
-        ProgressStyle::with_template(
-            "{elapsed_precise} [{bar:40}] {pos}/{len} up, {per_sec} {msg}",
-        )
-        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+        ProgressStyle::with_template("{elapsed_precise} [{bar:40}] {pos}/{len} up, {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
     );
     let ramp_deadline = Instant::now() + spec.ramp_timeout;
     while !fleet.all_ramp_done() && !stop.load(Ordering::Relaxed) {
@@ -197,8 +195,10 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
         fleet.pump(Duration::from_millis(100))?;
         let t = fleet.total();
         bar.set_position(t.up);
+        let secs = unix_us().saturating_sub(start_us) as f64 / 1e6;
         bar.set_message(format!(
-            "failed {} lost {}",
+            "{:.0}/s, failed {} lost {}",
+            t.logged_in as f64 / secs.max(1e-3),
             t.failed_total(),
             t.lost_total()
         ));
