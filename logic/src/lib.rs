@@ -100,22 +100,25 @@
 //! target/release/examples/linkload --addr 127.0.0.1:7700 --messages 200000
 //! ```
 //!
-//! | run | SEND/s | PUSH deliveries/s | SEND->ACK p50 / p99 |
+//! | run (in this order, one server) | SEND/s | PUSH deliveries/s | SEND->ACK p50 / p99 |
 //! |-----|-------:|------------------:|--------------------:|
-//! | 2 gateways, 100 rooms of 20, window 512, 200k SENDs per gateway, 3 runs | 303k-428k | 6.1M-8.6M | 2.2-3.1 ms / 5.5-7.8 ms |
-//! | same, `--rooms 10` (200 members), `--messages 20000` | 100k | 19.9M | 10.2 ms / 23.2 ms |
-//! | 1 gateway, window 1 (`--gateways 1 --window 1 --limit-secs 5`) | 28k | 281k | 17 us / 138 us |
-//! | first row with `--window 50000` (100k SENDs in flight: latency is queueing), separate server run | 436k | 8.7M | 206 ms / 388 ms |
+//! | 2 gateways, 100 rooms of 20, window 512, 200k SENDs per gateway, 3 runs | 291k-392k | 5.8M-7.8M | 2.3-3.2 ms / 6.0-8.3 ms |
+//! | same, `--rooms 10` (200 members), `--messages 20000` | 92k | 18.4M | 11.1 ms / 23.4 ms |
+//! | 1 gateway, window 1 (`--gateways 1 --window 1 --limit-secs 5`) | 29k | 289k | 17 us / 137 us |
+//! | first row with `--window 50000` (100k SENDs in flight: latency is queueing) | 165k | 3.3M | 565 ms / 1,410 ms |
 //!
-//! Per-thread CPU over the first three rows (`/proc/PID/task/*/stat`
-//! utime+stime, ticks): shard-0 275, shard-1 293, net 185: the two shards
-//! share the load evenly. Peak RSS (`VmHWM`) of that server: 39 MB
-//! (retention capped every room at 1,000 messages); of the server that
-//! also ran the `--window 50000` row: 162 MB.
+//! Each run uses fresh users, and users stay members of their rooms after
+//! their sessions close, so by the last row every room has 70 to 270
+//! members of whom 20 are online; fan-out walks all members, the likely
+//! reason that row is slower than the first (on a fresh server the same command gave 399k-434k
+//! SEND/s in two runs). Per-thread CPU over all six rows
+//! (`/proc/PID/task/*/stat` utime+stime, ticks): shard-0 399, shard-1 437,
+//! net 227: the two shards share the load evenly. Peak RSS (`VmHWM`): 192
+//! MB.
 //!
 //! Sessions: `linkload --sessions 250000 --rooms 1000 --messages 1000`
 //! (500,000 sessions on 2 gateways, each in one room of 500, opened and
-//! joined in one burst) left the server at 283-293 MB RSS (peak 334-340
+//! joined in one burst) left the server at 281-289 MB RSS (peak 338-342
 //! MB), about 600 bytes per routed session including allocator slack; two
 //! runs.
 

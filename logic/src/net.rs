@@ -50,7 +50,7 @@ const MAX_IOV: usize = 64;
 const READ_BUDGET: usize = 256 * 1024;
 /// Batches queued to one shard above which the loop stops reading links
 /// until the shards catch up (backpressure reaches the gateways via TCP).
-const SHARD_QUEUE_HIGH: usize = 64;
+const SHARD_QUEUE_HIGH: usize = 256;
 /// Poll timeout while some connection still has unread input.
 const RETRY_READ: Duration = Duration::from_millis(1);
 
