@@ -361,9 +361,13 @@ impl Worker {
             };
             self.stats.frames_in.inc();
             let before = self.tx.len();
-            let outcome =
-                conn.session
-                    .handle_frame(self.now, &self.cfg.session, self.backend_up, &frame, &mut self.tx);
+            let outcome = conn.session.handle_frame(
+                self.now,
+                &self.cfg.session,
+                self.backend_up,
+                &frame,
+                &mut self.tx,
+            );
             if self.tx.len() > before {
                 self.stats.frames_out.inc();
             }
