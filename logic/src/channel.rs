@@ -60,6 +60,9 @@ pub struct Stored {
 pub struct Channel {
     newest: u64,
     members: HashSet<u64>,
+    /// The members with at least one live session: fan-out walks these
+    /// only, so offline members of a big room cost nothing per message.
+    online: HashSet<u64>,
     log: VecDeque<Stored>,
 }
 
@@ -70,24 +73,36 @@ impl Channel {
         self.newest
     }
 
-    /// Adds a room member; true if it was not one.
-    pub fn join(&mut self, uin: u64) -> bool {
-        self.members.insert(uin)
+    /// Adds a room member, online or not; true if it was not one.
+    pub fn join(&mut self, uin: u64, online: bool) -> bool {
+        let new = self.members.insert(uin);
+        self.set_online(uin, online);
+        new
     }
 
     /// Removes a room member; true if it was one.
     pub fn leave(&mut self, uin: u64) -> bool {
+        self.online.remove(&uin);
         self.members.remove(&uin)
+    }
+
+    /// Records whether member `uin` has live sessions (ignored for others).
+    pub fn set_online(&mut self, uin: u64, online: bool) {
+        if !online {
+            self.online.remove(&uin);
+        } else if self.members.contains(&uin) {
+            self.online.insert(uin);
+        }
+    }
+
+    /// The members with live sessions.
+    pub fn online_members(&self) -> impl Iterator<Item = u64> + '_ {
+        self.online.iter().copied()
     }
 
     /// Whether `uin` has joined this room.
     pub fn is_member(&self, uin: u64) -> bool {
         self.members.contains(&uin)
-    }
-
-    /// The room's members (empty for an inbox: its owner is implicit).
-    pub fn members(&self) -> impl Iterator<Item = u64> + '_ {
-        self.members.iter().copied()
     }
 
     /// Assigns the next `msg_id`, stores the frame `make_frame` builds for
@@ -227,12 +242,36 @@ mod tests {
     fn membership() {
         let mut c = Channel::default();
         assert!(c.is_idle());
-        assert!(c.join(7));
-        assert!(!c.join(7));
+        assert!(c.join(7, false));
+        assert!(!c.join(7, false));
         assert!(c.is_member(7));
         assert!(!c.is_member(8));
         assert!(c.leave(7));
         assert!(!c.leave(7));
         assert!(c.is_idle());
+    }
+
+    #[test]
+    fn online_members_are_a_subset_of_members() {
+        let mut c = Channel::default();
+        c.join(1, true);
+        c.join(2, false);
+        c.set_online(3, true);
+        let online = |c: &Channel| {
+            let mut v: Vec<u64> = c.online_members().collect();
+            v.sort_unstable();
+            v
+        };
+        assert_eq!(online(&c), vec![1], "non-members never count");
+        c.set_online(2, true);
+        c.set_online(1, false);
+        assert_eq!(online(&c), vec![2]);
+        c.leave(2);
+        assert!(online(&c).is_empty());
+        c.join(2, false);
+        assert!(
+            online(&c).is_empty(),
+            "rejoining starts from what the caller says"
+        );
     }
 }

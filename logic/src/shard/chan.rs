@@ -56,7 +56,7 @@ impl Shard {
         };
         match kind {
             ChannelKind::Inbox(owner) => add(owner),
-            _ => channel.members().for_each(&mut add),
+            _ => channel.online_members().for_each(&mut add),
         }
         for (gw, targets) in by_gw {
             self.counters.pushes += targets.len() as u64;
@@ -74,14 +74,30 @@ impl Shard {
     }
 
     pub(super) fn join_here(&mut self, o: Origin, ch: u64, out: &mut Outbox) {
+        let sessions = Shard::sessions_of(
+            self.me,
+            self.cfg.shards,
+            &self.router,
+            &self.presence,
+            o.uin,
+        );
+        let online = !sessions.is_empty();
         let channel = self.channels.entry(ch).or_default();
-        channel.join(o.uin);
+        if channel.join(o.uin, online) {
+            self.local_rooms.entry(o.uin).or_default().push(ch);
+        }
         reply::join_ack(out.io(o.gw), &o, Status::Ok, ch, channel.newest());
     }
 
     pub(super) fn leave_here(&mut self, o: Origin, ch: u64, out: &mut Outbox) {
-        if let Some(channel) = self.channels.get_mut(&ch) {
-            channel.leave(o.uin);
+        if let Some(channel) = self.channels.get_mut(&ch)
+            && channel.leave(o.uin)
+            && let Some(rooms) = self.local_rooms.get_mut(&o.uin)
+        {
+            rooms.retain(|&r| r != ch);
+            if rooms.is_empty() {
+                self.local_rooms.remove(&o.uin);
+            }
         }
         reply::leave_ack(out.io(o.gw), &o, Status::Ok, ch);
     }

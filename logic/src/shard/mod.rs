@@ -175,6 +175,9 @@ pub struct Shard {
     channels: HashMap<u64, Channel>,
     /// Sessions of users owned by other shards that have rooms here.
     presence: HashMap<u64, Vec<Sess>>,
+    /// The rooms hosted here that each user has joined, to keep the rooms'
+    /// online sets current when the user's sessions come and go.
+    local_rooms: HashMap<u64, Vec<u64>>,
     syncs: HashMap<u64, PendingSync>,
     next_sync: u64,
     counters: Counters,
@@ -190,6 +193,7 @@ impl Shard {
             dedup: Dedup::default(),
             channels: HashMap::new(),
             presence: HashMap::new(),
+            local_rooms: HashMap::new(),
             syncs: HashMap::new(),
             next_sync: 0,
             counters: Counters::default(),
@@ -212,20 +216,29 @@ impl Shard {
                 // the link, so scrubbing the copies here keeps later
                 // fan-outs off the gone gateway; the owners' fresh presence
                 // follows.
-                self.presence.retain(|_, v| {
+                let mut offline = Vec::new();
+                self.presence.retain(|&uin, v| {
                     v.retain(|s| s.gw != gw);
+                    if v.is_empty() {
+                        offline.push(uin);
+                    }
                     !v.is_empty()
                 });
+                for uin in offline {
+                    self.online_changed(uin, false);
+                }
                 for uin in self.router.gateway_down(gw) {
                     self.publish_presence(uin, out);
                 }
             }
             ShardMsg::Presence { uin, sessions } => {
-                if sessions.is_empty() {
-                    self.presence.remove(&uin);
-                } else {
+                let online = !sessions.is_empty();
+                if online {
                     self.presence.insert(uin, sessions);
+                } else {
+                    self.presence.remove(&uin);
                 }
+                self.online_changed(uin, online);
             }
             ShardMsg::Send {
                 origin,
@@ -270,6 +283,15 @@ impl Shard {
     /// Messages retained by this shard.
     pub fn retained(&self) -> usize {
         self.channels.values().map(Channel::retained).sum()
+    }
+
+    /// Marks `uin` online or offline in the rooms it joined here.
+    fn online_changed(&mut self, uin: u64, online: bool) {
+        for room in self.local_rooms.get(&uin).into_iter().flatten() {
+            if let Some(c) = self.channels.get_mut(room) {
+                c.set_online(uin, online);
+            }
+        }
     }
 
     /// The sessions of `uin` as this shard knows them: its own router for

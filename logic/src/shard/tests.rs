@@ -492,3 +492,47 @@ fn undecodable_body_terminates_with_bad_frame() {
     let e = pb::Error::decode(f.body).expect("error body");
     assert_eq!(e.code, pb::error::ErrorCode::BadFrame as i32);
 }
+
+#[test]
+fn pushes_follow_members_going_offline_and_back() {
+    for n in [1, 3] {
+        let mut h = Harness::new(n);
+        let users: Vec<User> = (1..=4).map(|i| User::new(1, i, 10 + i)).collect();
+        for u in &users {
+            u.open(&mut h);
+            u.join(&mut h, 5);
+        }
+        let away = users[1];
+        h.link(
+            1,
+            LinkMsg::Close {
+                session: away.s,
+                uin: away.uin,
+                device: away.dev,
+            },
+        );
+        h.take(1);
+        users[0].send(&mut h, 5, 1, b"while away");
+        let seen = h.seen(1);
+        for u in &users {
+            let want = if u.uin == away.uin {
+                vec![]
+            } else {
+                vec![(5, 1)]
+            };
+            assert_eq!(pushes_to(&seen, u.s), want, "n={n} uin={}", u.uin);
+        }
+        let back = User {
+            s: SessionRef {
+                conn: 40,
+                epoch: 40,
+            },
+            ..away
+        };
+        back.open(&mut h);
+        users[0].send(&mut h, 5, 2, b"welcome back");
+        let seen = h.seen(1);
+        assert_eq!(pushes_to(&seen, back.s), vec![(5, 2)], "n={n}");
+        assert!(pushes_to(&seen, away.s).is_empty());
+    }
+}

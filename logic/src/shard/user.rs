@@ -87,8 +87,10 @@ impl Shard {
     }
 
     /// Sends `uin`'s current sessions to every other shard holding one of
-    /// its rooms.
+    /// its rooms. Also updates the online sets of its rooms hosted here.
     pub(super) fn publish_presence(&mut self, uin: u64, out: &mut super::Outbox) {
+        let online = !self.router.sessions(uin).is_empty();
+        self.online_changed(uin, online);
         let n = self.cfg.shards;
         let mut targets: Vec<usize> = self
             .router
