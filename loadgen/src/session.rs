@@ -30,8 +30,12 @@ pub enum Event {
     Lost(Reason),
     /// The gateway is draining: reconnect after this many milliseconds.
     GoAway { after_ms: u32 },
-    /// SEND_ACK with this `Status` number.
-    SendAcked { status: i32 },
+    /// SEND_ACK with this `Status` number, for this channel and id.
+    SendAcked {
+        status: i32,
+        channel: u64,
+        msg_id: u64,
+    },
     /// JOIN_ACK with this `Status` number.
     Joined { status: i32 },
     /// A PUSH: its channel, id and the send time stamped in its body.
@@ -214,7 +218,11 @@ impl Session {
             }
             (Phase::Ready | Phase::Draining, Kind::SendAck) => {
                 match pb::SendAck::decode(frame.body.clone()) {
-                    Ok(a) => Some(Event::SendAcked { status: a.status }),
+                    Ok(a) => Some(Event::SendAcked {
+                        status: a.status,
+                        channel: a.channel,
+                        msg_id: a.msg_id,
+                    }),
                     Err(_) => Some(self.end(Reason::BadFrame)),
                 }
             }

@@ -83,6 +83,23 @@ impl<'de> Deserialize<'de> for Hist {
     }
 }
 
+/// A `u64 -> u64` map as a list of pairs: integer map keys do not survive
+/// serde's internally tagged enums (the reports are tagged by `msg`).
+mod pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u64, u64>, s: S) -> Result<S::Ok, S::Error> {
+        let v: Vec<(u64, u64)> = m.iter().map(|(k, v)| (*k, *v)).collect();
+        v.serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u64, u64>, D::Error> {
+        Ok(Vec::<(u64, u64)>::deserialize(d)?.into_iter().collect())
+    }
+}
+
 /// Counters of one worker, or of all of them once merged.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Counters {
@@ -118,6 +135,7 @@ pub struct Counters {
     /// Chat: ids skipped when a higher one arrived (some may come late).
     pub chat_gap_ids: u64,
     /// Chat, rooms mode: highest id seen per room (merged by max).
+    #[serde(with = "pairs")]
     pub chat_room_high: BTreeMap<u64, u64>,
 }
 

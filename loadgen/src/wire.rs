@@ -101,10 +101,12 @@ mod tests {
             serde_json::from_str::<ToWorker>(&c).unwrap(),
             ToWorker::Snap { id: 3 }
         );
+        let mut stats = Box::<Stats>::default();
+        stats.counters.chat_room_high.insert(3, 9);
         let r = FromWorker::Final {
             worker: 2,
             peak_rss_kib: 10,
-            stats: Box::default(),
+            stats,
         };
         let line = serde_json::to_string(&r).unwrap();
         assert!(!line.contains('\n'));

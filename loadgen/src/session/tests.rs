@@ -275,7 +275,11 @@ fn acks_and_pushes_come_back_as_events() {
     );
     assert_eq!(
         s.handle_frame(1, &c, &ack),
-        Some(Event::SendAcked { status: 2 })
+        Some(Event::SendAcked {
+            status: 2,
+            channel: 7,
+            msg_id: 0
+        })
     );
     let push = frame(
         Kind::Push,

@@ -17,6 +17,8 @@ pub(super) struct ChatRun {
     /// Messages per second for this worker.
     rate: f64,
     payload: usize,
+    /// Sessions in the whole run (an odd one out in pairs mode is silent).
+    sessions: u64,
     start_us: u64,
     end_us: u64,
     sent: u64,
@@ -68,6 +70,7 @@ impl Worker {
             mode,
             rate: rate * share,
             payload,
+            sessions,
             start_us: now,
             end_us: now + duration_ms * 1000,
             sent: 0,
@@ -92,10 +95,15 @@ impl Worker {
                 for _ in 0..slots {
                     let idx = run.cursor;
                     run.cursor = (run.cursor + 1) % slots;
+                    let talks = |global: u64| match run.mode {
+                        Mode::Pairs => global ^ 1 < run.sessions,
+                        Mode::Rooms { .. } => true,
+                    };
+                    let base = self.spec.uin_base;
                     if self
                         .conns
                         .get(idx)
-                        .is_some_and(|c| c.s.phase() == Phase::Ready)
+                        .is_some_and(|c| c.s.phase() == Phase::Ready && talks(c.s.uin() - base))
                     {
                         found = Some(idx);
                         break;
@@ -123,17 +131,29 @@ impl Worker {
         self.chat = Some(run);
     }
 
-    pub(super) fn chat_acked(&mut self, status: i32, join: bool) {
+    /// A SEND_ACK (with its channel and id) or, for `None`, a JOIN_ACK.
+    pub(super) fn chat_acked(&mut self, status: i32, send: Option<(u64, u64)>) {
         let k = &mut self.stats.counters;
-        match (status, join) {
-            (0, false) => k.chat_acked += 1,
-            (0, true) => k.chat_joined += 1,
-            (s, false) => {
+        match (status, send) {
+            (0, Some((channel, msg_id))) => {
+                k.chat_acked += 1;
+                // A room's last id counts even if no PUSH of it arrives.
+                if let Some(ChatRun {
+                    mode: Mode::Rooms { .. },
+                    ..
+                }) = self.chat
+                {
+                    let high = k.chat_room_high.entry(channel).or_default();
+                    *high = (*high).max(msg_id);
+                }
+            }
+            (0, None) => k.chat_joined += 1,
+            (s, Some(_)) => {
                 *k.chat_errors
                     .entry(format!("send {}", status_name(s)))
                     .or_default() += 1
             }
-            (s, true) => {
+            (s, None) => {
                 *k.chat_errors
                     .entry(format!("join {}", status_name(s)))
                     .or_default() += 1

@@ -166,8 +166,12 @@ impl Worker {
                 *k.failed.entry(r.as_str()).or_default() += 1;
             }
             Event::Lost(r) => *k.lost.entry(r.as_str()).or_default() += 1,
-            Event::SendAcked { status } => self.chat_acked(status, false),
-            Event::Joined { status } => self.chat_acked(status, true),
+            Event::SendAcked {
+                status,
+                channel,
+                msg_id,
+            } => self.chat_acked(status, Some((channel, msg_id))),
+            Event::Joined { status } => self.chat_acked(status, None),
             Event::Pushed {
                 channel,
                 msg_id,
