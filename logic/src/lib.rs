@@ -102,19 +102,21 @@
 //!
 //! | run (in this order, one server) | SEND/s | PUSH deliveries/s | SEND->ACK p50 / p99 |
 //! |-----|-------:|------------------:|--------------------:|
-//! | 2 gateways, 100 rooms of 20, window 512, 200k SENDs per gateway, 3 runs | 291k-392k | 5.8M-7.8M | 2.3-3.2 ms / 6.0-8.3 ms |
-//! | same, `--rooms 10` (200 members), `--messages 20000` | 92k | 18.4M | 11.1 ms / 23.4 ms |
-//! | 1 gateway, window 1 (`--gateways 1 --window 1 --limit-secs 5`) | 29k | 289k | 17 us / 137 us |
-//! | first row with `--window 50000` (100k SENDs in flight: latency is queueing) | 165k | 3.3M | 565 ms / 1,410 ms |
+//! | 2 gateways, 100 rooms of 20, window 512, 200k SENDs per gateway, 3 runs | 233k-332k | 4.7M-6.6M | 2.5-3.5 ms / 10.4-11.8 ms |
+//! | same, `--rooms 10` (200 members), `--messages 20000` | 61k | 12.2M | 15.8 ms / 35.8 ms |
+//! | 1 gateway, window 1 (`--gateways 1 --window 1 --limit-secs 5`) | 16k | 157k | 57 us / 102 us |
+//! | first row with `--window 50000` (100k SENDs in flight: latency is queueing) | 195k | 3.9M | 433 ms / 890 ms |
 //!
-//! Each run uses fresh users, and users stay members of their rooms after
-//! their sessions close, so by the last row every room has 70 to 270
-//! members of whom 20 are online; fan-out walks all members, the likely
-//! reason that row is slower than the first (on a fresh server the same command gave 399k-434k
-//! SEND/s in two runs). Per-thread CPU over all six rows
-//! (`/proc/PID/task/*/stat` utime+stime, ticks): shard-0 399, shard-1 437,
-//! net 227: the two shards share the load evenly. Peak RSS (`VmHWM`): 192
-//! MB.
+//! The machine's load average was 3.6 during these runs (other builds), so
+//! take the rates as lower bounds: with less contention, earlier builds
+//! did 290k-430k SEND/s on the first row and 17 us p50 on the third.
+//! Each run uses fresh users who stay members of their rooms after their
+//! sessions close, so by the last row every room has 70 to 270 members of
+//! whom 20 are online. Fan-out walks only the online members (`Channel`
+//! keeps that set): over the same six runs the shards used 257 + 281 CPU
+//! ticks (`/proc/PID/task/*/stat` utime+stime) against 399 + 437 for the
+//! build that walked every member; the network thread used 357. Peak RSS
+//! (`VmHWM`): 154 MB.
 //!
 //! Sessions: `linkload --sessions 250000 --rooms 1000 --messages 1000`
 //! (500,000 sessions on 2 gateways, each in one room of 500, opened and
