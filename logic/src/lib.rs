@@ -108,8 +108,8 @@
 //! | first row with `--window 50000` (100k SENDs in flight: latency is queueing) | 195k | 3.9M | 433 ms / 890 ms |
 //!
 //! The machine's load average was 3.6 during these runs (other builds), so
-//! take the rates as lower bounds: with less contention, earlier builds
-//! did 290k-430k SEND/s on the first row and 17 us p50 on the third.
+//! take the rates as lower bounds: in quieter moments earlier builds
+//! measured 291k-428k SEND/s on the first row and 17 us p50 on the third.
 //! Each run uses fresh users who stay members of their rooms after their
 //! sessions close, so by the last row every room has 70 to 270 members of
 //! whom 20 are online. Fan-out walks only the online members (`Channel`
