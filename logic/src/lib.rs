@@ -123,6 +123,7 @@
 //! joined in one burst) left the server at 281-289 MB RSS (peak 338-342
 //! MB), about 600 bytes per routed session including allocator slack; two
 //! runs.
+#![forbid(unsafe_code)]
 
 pub mod channel;
 pub mod config;

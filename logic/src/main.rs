@@ -1,6 +1,7 @@
 //! The `logic` binary: loads the configuration, starts the server, prints
 //! the bound addresses (`listening ADDR`, `metrics ADDR`) on stdout, and
 //! exits cleanly on SIGTERM or SIGINT.
+#![forbid(unsafe_code)]
 
 use anyhow::Context;
 use clap::Parser;

@@ -252,3 +252,33 @@ proptest! {
         }
     }
 }
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    /// Whatever bytes a gateway forwards as a client frame, the shard
+    /// answers with a Deliver or a Terminate to that session, never panics.
+    #[test]
+    fn garbage_client_frames_are_answered_not_fatal(
+        kind in prop_oneof![3..=6u8, any::<u8>()],
+        body in proptest::collection::vec(any::<u8>(), 0..64),
+        cut in 0..80usize,
+    ) {
+        let mut h = Harness::new(2);
+        let session = SessionRef { conn: 1, epoch: 1 };
+        h.link(1, LinkMsg::Open { session, uin: 9, device: 1 });
+        let mut f = BytesMut::new();
+        f.extend_from_slice(&(body.len() as u32).to_be_bytes());
+        f.extend_from_slice(&[1, kind, 0, 0, 0, 0, 0, 7]);
+        f.extend_from_slice(&body);
+        let frame = f.freeze().slice(..cut.min(12 + body.len()));
+        h.link(1, LinkMsg::Client { session, uin: 9, device: 1, frame });
+        for m in h.take(1) {
+            match m {
+                LinkMsg::Deliver { targets, .. } => prop_assert_eq!(targets, vec![session]),
+                LinkMsg::Terminate { session: s, .. } => prop_assert_eq!(s, session),
+                other => prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+    }
+}
