@@ -78,6 +78,28 @@
 //! A `Ping` is answered by a `Pong` with the same nonce: an optional
 //! liveness probe for a link that is open but silent.
 //!
+//! # Use
+//!
+//! ```
+//! use bytes::BytesMut;
+//! use proto::link::{self, LinkMsg, SessionRef};
+//!
+//! // Gateway side: append frames to one buffer, write it with one syscall.
+//! let mut out = BytesMut::new();
+//! link::encode_hello(&mut out, 0x5eed);
+//! let session = SessionRef { conn: 3, epoch: 17 };
+//! link::encode_open(&mut out, session, 42, 1);
+//!
+//! // Receiving side: feed what was read, take whole frames off the front.
+//! let mut rx = out;
+//! let mut got = Vec::new();
+//! while let Some(msg) = link::decode(&mut rx, link::DEFAULT_MAX_LINK_FRAME)? {
+//!     got.push(msg);
+//! }
+//! assert_eq!(got[1], LinkMsg::Open { session, uin: 42, device: 1 });
+//! # Ok::<(), link::LinkError>(())
+//! ```
+//!
 //! # Errors
 //!
 //! [`decode`] refuses a frame whose length exceeds the caller's maximum, is
