@@ -178,10 +178,25 @@ fn raise(pf: &mut Preflight, name: &str, want: u64, value: &str) {
     }
 }
 
-/// Checks (and as root raises) what N sessions need. `gateways` and
+/// Checks (and as root raises) what N sessions need; raises nothing when
+/// the memory cannot hold them. `gateways` and
 /// `workers` are the processes that will hold them.
 pub fn preflight(n: u64, gateways: u64, workers: u64) -> Preflight {
     let mut pf = Preflight::default();
+    // Memory first: when it cannot fit, change nothing.
+    let need = 2 * n * KERNEL_BYTES_PER_SOCKET + n * USER_BYTES_PER_SESSION;
+    match procfs::mem_available_kib() {
+        Ok(avail) if need / 1024 > avail * 9 / 10 => pf.refusals.push(format!(
+            "memory too low for N={n}: needs about {} MiB (2N sockets x {KERNEL_BYTES_PER_SOCKET} B kernel + N x {USER_BYTES_PER_SESSION} B user), {} MiB available",
+            need >> 20,
+            avail >> 10
+        )),
+        Ok(_) => {}
+        Err(e) => pf.warnings.push(format!("could not read available memory: {e}")),
+    }
+    if !pf.refusals.is_empty() {
+        return pf;
+    }
     // Each session is two sockets on loopback (client and gateway end).
     let files_needed = 2 * n + (gateways + workers) * 1_100 + 10_000;
     raise(
@@ -217,16 +232,6 @@ pub fn preflight(n: u64, gateways: u64, workers: u64) -> Preflight {
                 shard::sources_needed(n, shard::per_source(lo, hi))
             ));
         }
-    }
-    let need = 2 * n * KERNEL_BYTES_PER_SOCKET + n * USER_BYTES_PER_SESSION;
-    match procfs::mem_available_kib() {
-        Ok(avail) if need / 1024 > avail * 9 / 10 => pf.refusals.push(format!(
-            "memory too low for N={n}: needs about {} MiB (2N sockets x {KERNEL_BYTES_PER_SOCKET} B kernel + N x {USER_BYTES_PER_SESSION} B user), {} MiB available",
-            need >> 20,
-            avail >> 10
-        )),
-        Ok(_) => {}
-        Err(e) => pf.warnings.push(format!("could not read available memory: {e}")),
     }
     pf
 }
