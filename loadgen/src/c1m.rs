@@ -86,8 +86,13 @@ struct Procs {
 }
 
 impl Procs {
-    fn pids(&self) -> Vec<u32> {
-        self.children.iter().map(|(_, c)| c.id()).collect()
+    /// PIDs of the processes whose name starts with `kind`.
+    fn pids(&self, kind: &str) -> Vec<u32> {
+        self.children
+            .iter()
+            .filter(|(name, _)| name.starts_with(kind))
+            .map(|(_, c)| c.id())
+            .collect()
     }
 
     fn check_alive(&mut self) -> anyhow::Result<()> {
@@ -442,7 +447,8 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
         min_workers: 1,
         per_worker: None,
         per_source: None,
-        gateway_pids: procs.pids(),
+        // Gateways only: the logic server's memory and CPU are its own.
+        gateway_pids: procs.pids("gateway"),
         storm_pid: None,
         storm_timeout: Duration::ZERO,
         chat,
@@ -495,6 +501,19 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_gateways_are_measured_as_gateways() {
+        let mut procs = Procs::default();
+        for name in ["logic", "gateway 0", "gateway 1"] {
+            let child = Command::new("true").spawn().unwrap();
+            procs.children.push((name.to_string(), child));
+        }
+        let g = procs.pids("gateway");
+        assert_eq!(g.len(), 2);
+        assert!(!g.contains(&procs.children[0].1.id()));
+        assert_eq!(procs.pids("logic"), vec![procs.children[0].1.id()]);
+    }
 
     #[test]
     fn gateways_leave_headroom_for_uneven_reuseport_hashing() {
