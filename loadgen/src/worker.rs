@@ -217,7 +217,12 @@ impl Worker {
                 if ev.token() != WAKER {
                     // A fresh clock per event: latencies are not batch-rounded.
                     let t = self.now_us();
-                    self.on_ready(t, ev.token().0);
+                    let ready = Ready {
+                        readable: ev.is_readable() || ev.is_read_closed() || ev.is_error(),
+                        writable: ev.is_writable() || ev.is_write_closed() || ev.is_error(),
+                        closing: ev.is_read_closed() || ev.is_error(),
+                    };
+                    self.on_ready(t, ev.token().0, ready);
                 }
             }
             self.on_timers(now);
@@ -423,11 +428,15 @@ impl Worker {
         }
     }
 
-    fn on_ready(&mut self, now: u64, idx: usize) {
+    fn on_ready(&mut self, now: u64, idx: usize, ready: Ready) {
         let Some(c) = self.conns.get_mut(idx) else {
             return;
         };
         if c.s.phase() == Phase::Connecting {
+            if !ready.writable {
+                return;
+            }
+            // Writable after a nonblocking connect: connected, or SO_ERROR.
             match c.stream.take_error() {
                 Ok(Some(e)) | Err(e) => {
                     let reason = format!("connect {}", errno_name(&e));
@@ -437,25 +446,28 @@ impl Worker {
                 }
                 Ok(None) => {}
             }
-            match c.stream.peer_addr() {
-                Ok(_) => {}
-                Err(e) if e.kind() == io::ErrorKind::NotConnected => return,
-                Err(e) => {
-                    let reason = format!("connect {}", errno_name(&e));
-                    self.drop_conn(idx);
-                    self.count_failed(reason);
-                    return;
-                }
-            }
             let token = self
                 .key
                 .mint(c.s.uin(), 1, unix_now() + self.spec.token_ttl_s);
             c.s.handle_connected(now, &self.cfg, &token, &mut self.outbuf);
             self.after(now, idx, None);
         }
-        self.read(now, idx);
-        self.flush(idx);
+        if ready.readable {
+            self.read(now, idx, ready.closing);
+        }
+        if ready.writable {
+            self.flush(idx);
+        }
     }
+}
+
+/// What an event said about a socket.
+#[derive(Debug, Clone, Copy)]
+struct Ready {
+    readable: bool,
+    writable: bool,
+    /// The peer closed or the socket failed: read to EOF.
+    closing: bool,
 }
 
 mod chat_paths;

@@ -12,8 +12,14 @@ use crate::session::{Event, Phase};
 const MAX_BODY: usize = proto::codec::DEFAULT_MAX_BODY;
 
 impl Worker {
-    /// Reads everything available on `idx` and feeds it to its session.
-    pub(super) fn read(&mut self, now: u64, idx: usize) {
+    /// Reads what is available on `idx` and feeds it to its session.
+    ///
+    /// Readiness is edge-triggered (epoll): a read shorter than the buffer
+    /// emptied the socket, and anything arriving later raises a new edge,
+    /// so the extra read that would only say `WouldBlock` is skipped. A
+    /// FIN already queued when the edge was raised is reported on that
+    /// same event as read-closed (`closing`), and then we read to EOF.
+    pub(super) fn read(&mut self, now: u64, idx: usize, closing: bool) {
         let Some(c) = self.conns.get_mut(idx) else {
             return;
         };
@@ -29,7 +35,12 @@ impl Worker {
                     eof = true;
                     break;
                 }
-                Ok(n) => self.inbuf.extend_from_slice(&self.scratch[..n]),
+                Ok(n) => {
+                    self.inbuf.extend_from_slice(&self.scratch[..n]);
+                    if n < self.scratch.len() && !closing {
+                        break;
+                    }
+                }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(_) => {
