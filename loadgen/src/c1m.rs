@@ -45,6 +45,10 @@ pub struct C1mArgs {
     /// Heartbeat interval the gateways give every session.
     #[arg(long, default_value_t = 30_000)]
     pub heartbeat_ms: u32,
+    /// Let the gateways adapt the heartbeat interval (PROTOCOL.md rule 5);
+    /// by default every session heartbeats at exactly `--heartbeat-ms`.
+    #[arg(long)]
+    pub adaptive_heartbeat: bool,
     /// Port every gateway listens on, on 127.0.0.1.
     #[arg(long, default_value_t = 7000)]
     pub port: u16,
@@ -328,6 +332,7 @@ fn start_gateways(
             .arg("--secret-file")
             .arg(secret)
             .args(["--heartbeat-ms", &a.heartbeat_ms.to_string()])
+            .args(["--adaptive-heartbeat", &a.adaptive_heartbeat.to_string()])
             .args(["--drain-ms", "2000"])
             .args(
                 logic
