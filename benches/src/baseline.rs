@@ -54,6 +54,9 @@ pub struct Config {
     pub max_body: usize,
     /// After an ERROR, how long to drain the client's input before closing.
     pub linger: Duration,
+    /// Initial capacity of each connection's read and write buffers
+    /// (`Framed::with_capacity`); tokio-util's default is 8 KiB each.
+    pub buffer_capacity: usize,
 }
 
 impl Config {
@@ -65,6 +68,7 @@ impl Config {
             login_timeout: Duration::from_secs(10),
             max_body: proto::codec::DEFAULT_MAX_BODY,
             linger: Duration::from_secs(2),
+            buffer_capacity: 8 * 1024,
         }
     }
 
@@ -137,7 +141,7 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
         .length_adjustment(REST_OF_HEADER as isize)
         .max_frame_length(cfg.max_body)
         .new_codec();
-    let mut conn = Framed::new(stream, codec);
+    let mut conn = Framed::with_capacity(stream, codec, cfg.buffer_capacity);
     if let End::Error(frame) = session(&mut conn, &shared).await {
         if conn.send(frame).await.is_ok() {
             linger(conn.into_inner(), cfg.linger).await;

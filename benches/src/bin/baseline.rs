@@ -34,6 +34,10 @@ struct Cli {
     /// Largest accepted frame body.
     #[arg(long, default_value_t = proto::codec::DEFAULT_MAX_BODY)]
     max_body: usize,
+    /// Initial capacity of each connection's read and write buffers
+    /// (tokio-util's `Framed` default is 8 KiB).
+    #[arg(long, default_value_t = 8 * 1024)]
+    buffer_bytes: usize,
     /// Runtime threads: 1 is tokio's current-thread runtime, more is the
     /// multi-thread runtime with that many workers.
     #[arg(long, default_value_t = 1)]
@@ -52,6 +56,7 @@ fn main() -> anyhow::Result<()> {
         heartbeat_ms: cli.heartbeat_ms,
         login_timeout: Duration::from_millis(cli.login_timeout_ms),
         max_body: cli.max_body,
+        buffer_capacity: cli.buffer_bytes,
         ..Config::new(TokenKey::new(&secret))
     };
     let runtime = if cli.threads <= 1 {
