@@ -256,7 +256,7 @@ fn login(shared: &Shared, kind: Kind, seq: u32, body: Bytes) -> Result<(Bytes, u
     let hb_ms = cfg.heartbeat_ms(login.network);
     let ack = pb::LoginAck {
         heartbeat_ms: hb_ms,
-        idle_timeout_ms: 3 * hb_ms,
+        idle_timeout_ms: hb_ms.saturating_mul(3),
         server_time_ms: now.as_millis() as u64,
         session_id: shared.next_session.fetch_add(1, Ordering::Relaxed),
     };
@@ -272,7 +272,7 @@ fn active(kind: Kind, seq: u32, body: Bytes, hb_ms: u32) -> Result<Bytes, End> {
             pb::Heartbeat::decode(body).map_err(|_| bad("HEARTBEAT body does not decode"))?;
             let ack = pb::HeartbeatAck {
                 next_heartbeat_ms: hb_ms,
-                idle_timeout_ms: 3 * hb_ms,
+                idle_timeout_ms: hb_ms.saturating_mul(3),
             };
             reply(Kind::HeartbeatAck, seq, &ack)
         }
