@@ -18,6 +18,10 @@
 //! KICK (the gateway leaves that to the logic server too) and no SEND rate
 //! limit.
 //!
+//! The length-delimited codec checks only `body_len` before the body has
+//! arrived; version and kind are checked once the frame is whole (the
+//! gateway decides all three from the header alone).
+//!
 //! The codec is set up so that a decoded item is the 8 header bytes after
 //! `body_len` followed by the body, and an encoded item is the same: the
 //! codec reads and writes `body_len` itself (`length_adjustment(8)`).
