@@ -53,11 +53,20 @@ pub const CLOSE_REASONS: [CloseReason; 10] = [
     CloseReason::Drain,
 ];
 
+/// The index of `r` in [`CLOSE_REASONS`] (every login failure shares one).
 fn close_index(r: CloseReason) -> usize {
-    CLOSE_REASONS
-        .iter()
-        .position(|c| c.as_str() == r.as_str())
-        .unwrap_or(0)
+    match r {
+        CloseReason::ClientEof => 0,
+        CloseReason::IdleTimeout => 1,
+        CloseReason::LoginTimeout => 2,
+        CloseReason::Unauthenticated(_) => 3,
+        CloseReason::BadFrame => 4,
+        CloseReason::TooLarge => 5,
+        CloseReason::Io => 6,
+        CloseReason::Kicked => 7,
+        CloseReason::SlowConsumer => 8,
+        CloseReason::Drain => 9,
+    }
 }
 
 /// One worker's counters, padded to its own cache lines.
@@ -266,6 +275,9 @@ mod tests {
         b.sessions_open.dec();
         a.login_failed(LoginFailure::Expired);
         b.closed(CloseReason::IdleTimeout);
+        for (i, r) in CLOSE_REASONS.iter().enumerate() {
+            assert_eq!(close_index(*r), i, "{r:?}");
+        }
         let text = render(&[a, b], false);
         assert!(text.contains("\nmillgate_sessions_open 2\n"), "{text}");
         assert!(text.contains("millgate_logins_failed_total{reason=\"expired\"} 1"));

@@ -591,7 +591,6 @@ impl Worker {
                     if let Some(key) = self.live(session) {
                         self.tx.extend_from_slice(&frame);
                         self.stats.frames_out.inc();
-                        self.conns[key].session.begin_closing(self.now);
                         self.begin_close(key, CloseReason::BadFrame);
                         self.flush(key);
                     }
