@@ -419,6 +419,8 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
             rate: a.chat_rate,
             payload: a.chat_payload,
             duration: Duration::from_secs(a.chat_s),
+            window: 0,
+            senders: 0,
         })
     } else {
         notes.push(format!(

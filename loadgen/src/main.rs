@@ -53,6 +53,15 @@ enum Cmd {
         /// Seconds of sending.
         #[arg(long, default_value_t = 10)]
         chat_s: u64,
+        /// Pipelined instead of paced: each sender keeps this many SENDs
+        /// unacknowledged, sending the next as each SEND_ACK arrives, as
+        /// fast as acks allow (`--chat-rate` is then ignored).
+        #[arg(long, default_value_t = 0)]
+        window: u32,
+        /// Only the first N sessions send (the rest only receive); 0 = all.
+        /// `--sessions 2 --senders 1` is one sender to one receiver.
+        #[arg(long, default_value_t = 0)]
+        senders: u64,
     },
     /// Build nothing, start everything: logic, gateways and load, then report.
     C1m(loadgen::c1m::C1mArgs),
@@ -236,6 +245,8 @@ fn main() -> anyhow::Result<()> {
             chat_rate,
             payload,
             chat_s,
+            window,
+            senders,
         } => {
             let stop = stop_flag()?;
             let chat = ChatSpec {
@@ -247,6 +258,8 @@ fn main() -> anyhow::Result<()> {
                 rate: chat_rate,
                 payload,
                 duration: Duration::from_secs(chat_s),
+                window,
+                senders,
             };
             let report = run(&spec(&common, None, Duration::ZERO, Some(chat))?, &stop)?;
             finish(&report, common.json.as_ref(), common.png.as_ref())

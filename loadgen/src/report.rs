@@ -85,6 +85,18 @@ pub struct ChatReport {
     pub lost: u64,
     /// Send time in the body to PUSH read, µs.
     pub e2e_us: Pct,
+    /// Pipelined window per sender (0: paced at `rate_per_s`).
+    #[serde(default)]
+    pub window: u32,
+    /// Sessions that sent (0: all).
+    #[serde(default)]
+    pub senders: u64,
+    /// SEND_ACK OK per second of the sending period.
+    #[serde(default)]
+    pub acked_per_s: f64,
+    /// Distinct PUSHes received per second of the sending period.
+    #[serde(default)]
+    pub delivered_per_s: f64,
 }
 
 /// Everything a run measured.
@@ -239,6 +251,17 @@ impl Report {
                 c.lost,
                 c.duplicates,
                 c.out_of_order
+            );
+            let _ = writeln!(
+                o,
+                "  chat throughput          {:.0} acked/s, {:.0} delivered/s{}",
+                c.acked_per_s,
+                c.delivered_per_s,
+                if c.window > 0 {
+                    format!(" (window {} per sender)", c.window)
+                } else {
+                    String::new()
+                }
             );
             for (k, v) in &c.errors {
                 let _ = writeln!(o, "    chat error: {k}: {v}");

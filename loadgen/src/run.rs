@@ -21,7 +21,7 @@ use crate::fleet::Fleet;
 use crate::procfs;
 use crate::report::{ChatReport, Pct, Report, Sample, StormReport};
 use crate::shard;
-use crate::wire::{ToWorker, WorkerSpec};
+use crate::wire::{ChatPlan, ToWorker, WorkerSpec};
 use crate::worker::unix_us;
 
 /// The chat phase of a run.
@@ -32,6 +32,10 @@ pub struct ChatSpec {
     pub rate: f64,
     pub payload: usize,
     pub duration: Duration,
+    /// Pipelined: SENDs each sender keeps unacknowledged (0 = paced by `rate`).
+    pub window: u32,
+    /// Only the first `senders` sessions send; 0 = all.
+    pub senders: u64,
 }
 
 /// Time after the last SEND for PUSHes still on their way.
@@ -362,13 +366,15 @@ fn chat_phase(
         }
     }
     let start = Instant::now();
-    fleet.send_all(ToWorker::ChatStart {
+    fleet.send_all(ToWorker::ChatStart(ChatPlan {
         mode: c.mode,
         rate: c.rate,
         sessions,
         payload: c.payload,
         duration_ms: c.duration.as_millis() as u64,
-    });
+        window: c.window,
+        senders: c.senders,
+    }));
     while start.elapsed() < c.duration + CHAT_DRAIN && !stop.load(Ordering::Relaxed) {
         fleet.pump(Duration::from_millis(200))?;
         sampler.tick(fleet, gw);
@@ -394,6 +400,10 @@ fn chat_phase(
         duplicates,
         out_of_order: after.chat_out_of_order - before.chat_out_of_order,
         lost: expected.saturating_sub(received - duplicates),
+        window: c.window,
+        senders: c.senders,
+        acked_per_s: acked as f64 / c.duration.as_secs_f64().max(1e-9),
+        delivered_per_s: (received - duplicates) as f64 / c.duration.as_secs_f64().max(1e-9),
         e2e_us: Pct::default(),
     })
 }

@@ -41,6 +41,24 @@ pub struct WorkerSpec {
     pub progress_ms: u64,
 }
 
+/// A chat phase as a worker runs it.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ChatPlan {
+    pub mode: Mode,
+    /// Messages per second over all `sessions` of the run; each worker
+    /// takes its share. Unused when `window` is set.
+    pub rate: f64,
+    /// Sessions in the whole run.
+    pub sessions: u64,
+    pub payload: usize,
+    pub duration_ms: u64,
+    /// Pipelined instead of paced: each sender keeps this many SENDs
+    /// unacknowledged and sends the next as each SEND_ACK arrives.
+    pub window: u32,
+    /// Only sessions `0..senders` (global index) send; 0 = all of them.
+    pub senders: u64,
+}
+
 /// Commands to a worker.
 #[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "cmd", rename_all = "snake_case")]
@@ -51,15 +69,8 @@ pub enum ToWorker {
     StormStart,
     /// Every logged-in session JOINs its room (rooms mode).
     ChatJoin { mode: Mode },
-    /// Send chat for `duration_ms` at `rate` messages per second over all
-    /// `sessions` of the run (each worker takes its share of the rate).
-    ChatStart {
-        mode: Mode,
-        rate: f64,
-        sessions: u64,
-        payload: usize,
-        duration_ms: u64,
-    },
+    /// Start the chat phase.
+    ChatStart(ChatPlan),
     /// Report [`FromWorker::Final`], close everything and exit.
     Stop,
 }

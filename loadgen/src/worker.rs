@@ -241,13 +241,7 @@ impl Worker {
                     })?,
                     ToWorker::StormStart => self.storm_start_us = Some(now),
                     ToWorker::ChatJoin { mode } => self.chat_join(now, mode),
-                    ToWorker::ChatStart {
-                        mode,
-                        rate,
-                        sessions,
-                        payload,
-                        duration_ms,
-                    } => self.chat_start(now, mode, rate, sessions, payload, duration_ms),
+                    ToWorker::ChatStart(plan) => self.chat_start(now, plan),
                     ToWorker::Stop => break 'run,
                 }
             }

@@ -3,6 +3,8 @@
 //! purpose: it drops the PUSH of every 7th message of a channel and sends
 //! the PUSH of every 5th twice. The report must count exactly those as
 //! lost and duplicated, whatever worker the sender and receiver are on.
+//! In window mode it can also withhold every SEND_ACK, so that a sender
+//! that kept sending past its window would show.
 
 use std::collections::HashMap;
 use std::io::{Read, Write};
@@ -29,6 +31,10 @@ struct Fake {
     rooms: Mutex<HashMap<u64, Vec<u64>>>,
     dropped: AtomicU64,
     doubled: AtomicU64,
+    /// Never answer a SEND.
+    hold_acks: bool,
+    /// SENDs received by sender uin.
+    sends_by: Mutex<HashMap<u64, u64>>,
 }
 
 fn frame<M: Message>(kind: Kind, seq: u32, msg: &M) -> BytesMut {
@@ -91,6 +97,7 @@ impl Fake {
     }
 
     fn send(&self, from: u64, seq: u32, req: pb::SendReq) -> BytesMut {
+        *self.sends_by.lock().unwrap().entry(from).or_default() += 1;
         let id = {
             let mut ids = self.ids.lock().unwrap();
             let id = ids.entry(req.channel).or_default();
@@ -136,6 +143,9 @@ impl Fake {
                 }
             }
         }
+        if self.hold_acks {
+            return BytesMut::new();
+        }
         let ack = pb::SendAck {
             status: 0,
             channel: req.channel,
@@ -146,8 +156,18 @@ impl Fake {
     }
 }
 
+/// 21 sessions over 3 worker processes.
 fn run_chat(extra: &[&str]) -> (Report, Arc<Fake>) {
-    let fake = Arc::new(Fake::default());
+    let args: Vec<&str> = ["--sessions", "21", "--workers", "3"]
+        .into_iter()
+        .chain(extra.iter().copied())
+        .collect();
+    run_chat_with(Fake::default(), &args)
+}
+
+fn run_chat_with(fake: Fake, extra: &[&str]) -> (Report, Arc<Fake>) {
+    static RUNS: AtomicU64 = AtomicU64::new(0);
+    let fake = Arc::new(fake);
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let f = fake.clone();
@@ -161,22 +181,14 @@ fn run_chat(extra: &[&str]) -> (Report, Arc<Fake>) {
     let dir = std::env::temp_dir().join(format!(
         "loadgen-chat-{}-{}",
         std::process::id(),
-        extra.len()
+        RUNS.fetch_add(1, Ordering::Relaxed)
     ));
     std::fs::create_dir_all(&dir).unwrap();
     let secret = dir.join("secret");
     std::fs::write(&secret, "x").unwrap();
     let json: PathBuf = dir.join("r.json");
     let out = Command::new(LOADGEN)
-        .args([
-            "chat",
-            "--addr",
-            &addr.to_string(),
-            "--sessions",
-            "21",
-            "--workers",
-            "3",
-        ])
+        .args(["chat", "--addr", &addr.to_string()])
         .args([
             "--hold-s",
             "0",
@@ -252,4 +264,36 @@ fn rooms_expect_every_member_to_get_every_message() {
         "{}",
         r.table()
     );
+}
+
+/// `--window 8 --senders 1`: session 0 alone sends, and never has more
+/// than 8 SENDs unacknowledged.
+const WINDOW: [&str; 6] = ["--window", "8", "--senders", "1", "--sessions", "2"];
+
+#[test]
+fn a_window_stops_a_sender_whose_acks_never_come() {
+    let fake = Fake {
+        hold_acks: true,
+        ..Fake::default()
+    };
+    let (r, fake) = run_chat_with(fake, &WINDOW);
+    let c = r.chat.clone().expect("chat section");
+    let sends = fake.sends_by.lock().unwrap().clone();
+    // uin_base is the lowest uin; session 0 has it.
+    let first = *sends.keys().min().expect("someone sent");
+    assert_eq!(sends, HashMap::from([(first, 8)]), "{}", r.table());
+    assert_eq!((c.sent, c.acked, c.window), (8, 0, 8));
+}
+
+#[test]
+fn a_window_refills_as_acks_arrive_faster_than_the_paced_rate() {
+    let (r, fake) = run_chat_with(Fake::default(), &WINDOW);
+    let c = r.chat.clone().expect("chat section");
+    let sends = fake.sends_by.lock().unwrap().clone();
+    assert_eq!(sends.len(), 1, "one sender: {sends:?}");
+    // Paced, 1 s at --chat-rate 300 would be 300 SENDs.
+    assert!(c.sent > 1_000, "{}", r.table());
+    assert_eq!(c.acked, c.sent, "{}", r.table());
+    assert_eq!(c.lost, fake.dropped.load(Ordering::Relaxed));
+    assert!(c.acked_per_s > 1_000.0 && c.delivered_per_s > 0.0);
 }

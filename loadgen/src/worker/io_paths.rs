@@ -181,8 +181,8 @@ impl Worker {
                 status,
                 channel,
                 msg_id,
-            } => self.chat_acked(status, Some((channel, msg_id))),
-            Event::Joined { status } => self.chat_acked(status, None),
+            } => self.chat_acked(idx, status, Some((channel, msg_id))),
+            Event::Joined { status } => self.chat_acked(idx, status, None),
             Event::Pushed {
                 channel,
                 msg_id,
