@@ -33,7 +33,7 @@ use crate::metrics::WorkerStats;
 use crate::session::{
     CloseReason, LoginFailure, Now, Outcome, Session, SessionConfig, State, TimerOutcome,
 };
-use crate::uplink::{self, Down, Up, WorkerPort};
+use crate::uplink::{self, Up, WorkerPort};
 use crate::wheel::Wheel;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -114,6 +114,8 @@ pub struct Worker {
     stalled: VecDeque<Up>,
     /// Connections with input left unread while stalled.
     paused: Vec<usize>,
+    /// Deliveries gathered during one drain of the down-queue.
+    outbox: down::Outbox,
 }
 
 impl Worker {
@@ -154,6 +156,7 @@ impl Worker {
             backend_up: false,
             stalled: VecDeque::new(),
             paused: Vec::new(),
+            outbox: down::Outbox::default(),
         };
         Ok((worker, waker))
     }
@@ -529,104 +532,6 @@ impl Worker {
         }
     }
 
-    /// Handles everything the uplink sent.
-    fn drain_down(&mut self) {
-        let Some(port) = self.port.clone() else {
-            return;
-        };
-        while let Some(item) = port.pop() {
-            match item {
-                Down::LinkUp => {
-                    self.backend_up = true;
-                    let live: Vec<usize> = self
-                        .conns
-                        .iter()
-                        .filter(|(_, c)| c.session.state() == State::Active)
-                        .map(|(k, _)| k)
-                        .collect();
-                    for key in live {
-                        let item = self.announce(key, true);
-                        self.send_up(item);
-                    }
-                }
-                Down::LinkDown => {
-                    self.backend_up = false;
-                    // Announcements for a dead link are void; client frames
-                    // still stalled are answered here.
-                    for item in std::mem::take(&mut self.stalled) {
-                        if let Up::Client { session, frame, .. } = item {
-                            self.bounce(session, &frame);
-                        }
-                    }
-                    for key in std::mem::take(&mut self.paused) {
-                        self.on_readable(key);
-                    }
-                }
-                Down::Deliver { targets, frame } => {
-                    for t in targets {
-                        if let Some(key) = self.live(t) {
-                            self.tx.extend_from_slice(&frame);
-                            self.stats.frames_out.inc();
-                            self.stats.delivered.inc();
-                            self.flush(key);
-                        }
-                    }
-                }
-                Down::Kick { session, reason } => {
-                    if let Some(key) = self.live(session) {
-                        let reason = proto::pb::KickReason::try_from(reason)
-                            .unwrap_or(proto::pb::KickReason::Admin);
-                        self.conns[key].session.kick(
-                            self.now,
-                            &mut self.tx,
-                            reason,
-                            "kicked by the logic tier",
-                        );
-                        self.stats.frames_out.inc();
-                        self.begin_close(key, CloseReason::Kicked);
-                        self.flush(key);
-                    }
-                }
-                Down::Terminate { session, frame } => {
-                    if let Some(key) = self.live(session) {
-                        self.tx.extend_from_slice(&frame);
-                        self.stats.frames_out.inc();
-                        self.begin_close(key, CloseReason::BadFrame);
-                        self.flush(key);
-                    }
-                }
-                Down::Bounce { session, frame } => self.bounce(session, &frame),
-            }
-        }
-    }
-
-    /// Answers a client frame that never reached the logic tier (rule 13).
-    fn bounce(&mut self, session: proto::link::SessionRef, frame: &Frame) {
-        let Some(key) = self.live(session) else {
-            return;
-        };
-        let conn = &mut self.conns[key];
-        let outcome = conn
-            .session
-            .answer_unavailable(self.now, frame, &mut self.tx);
-        self.stats.frames_out.inc();
-        if let Outcome::Close(reason) = outcome {
-            self.begin_close(key, reason);
-        }
-        self.flush(key);
-    }
-
-    /// The slot of `s` if it is this worker's, still the same login, and
-    /// active.
-    fn live(&self, s: proto::link::SessionRef) -> Option<usize> {
-        let key = (s.conn & 0xffff_ffff) as usize;
-        let conn = self.conns.get(key)?;
-        let same = uplink::worker_of(s) == self.cfg.index
-            && u64::from(conn.session.epoch()) == s.epoch
-            && conn.session.state() == State::Active;
-        same.then_some(key)
-    }
-
     /// Writes the per-thread output buffer (and anything queued before it)
     /// to `key`'s socket; what the socket will not take is queued on the
     /// connection and WRITABLE interest added.
@@ -829,3 +734,5 @@ fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
     }
     Ok(off)
 }
+
+mod down;

@@ -1,0 +1,235 @@
+//! What comes back from the logic tier: deliveries, kicks, terminations,
+//! bounced requests and the link's state.
+//!
+//! Deliveries are gathered for the whole wake (everything the down-queue
+//! holds) and each connection then gets its frames with one `writev`: a
+//! sender with a window of SENDs outstanding gets its acks, and a busy
+//! receiver its PUSHes, in one syscall instead of one `send` per frame,
+//! which was most of the gateway's cost under pipelined load. The frames
+//! are the uplink's `Bytes` (a fan-out's frame is shared, never copied),
+//! and nothing is held per connection once the wake is done.
+
+use std::io::{IoSlice, Write};
+
+use bytes::Bytes;
+use proto::Frame;
+
+use super::Worker;
+use crate::conn::Conn;
+use crate::session::{CloseReason, Outcome, State};
+use crate::uplink::{self, Down, Up};
+
+/// Slices per `writev` (Linux's IOV_MAX is 1024).
+const MAX_IOV: usize = 512;
+
+/// Frames for clients gathered during one drain of the down-queue.
+#[derive(Debug, Default)]
+pub(super) struct Outbox {
+    /// Distinct frames, each once.
+    frames: Vec<Bytes>,
+    /// (connection key, index into `frames`), in arrival order.
+    spans: Vec<(usize, u32)>,
+}
+
+impl Outbox {
+    /// Queues `frame` for `key`; a fan-out's targets share one entry.
+    pub(super) fn push(&mut self, key: usize, frame: &Bytes) {
+        let same = self
+            .frames
+            .last()
+            .is_some_and(|f| f.as_ptr() == frame.as_ptr() && f.len() == frame.len());
+        if !same {
+            self.frames.push(frame.clone());
+        }
+        self.spans.push((key, (self.frames.len() - 1) as u32));
+    }
+}
+
+impl Worker {
+    /// Handles everything the uplink sent.
+    pub(super) fn drain_down(&mut self) {
+        let Some(port) = self.port.clone() else {
+            return;
+        };
+        while let Some(item) = port.pop() {
+            if !matches!(item, Down::Deliver { .. }) {
+                // Anything else may write or close: what was gathered for
+                // a connection goes out before it, in order.
+                self.flush_outbox();
+            }
+            match item {
+                Down::LinkUp => {
+                    self.backend_up = true;
+                    let live: Vec<usize> = self
+                        .conns
+                        .iter()
+                        .filter(|(_, c)| c.session.state() == State::Active)
+                        .map(|(k, _)| k)
+                        .collect();
+                    for key in live {
+                        let item = self.announce(key, true);
+                        self.send_up(item);
+                    }
+                }
+                Down::LinkDown => {
+                    self.backend_up = false;
+                    // Announcements for a dead link are void; client frames
+                    // still stalled are answered here.
+                    for item in std::mem::take(&mut self.stalled) {
+                        if let Up::Client { session, frame, .. } = item {
+                            self.bounce(session, &frame);
+                        }
+                    }
+                    for key in std::mem::take(&mut self.paused) {
+                        self.on_readable(key);
+                    }
+                }
+                Down::Deliver { targets, frame } => {
+                    for t in targets {
+                        if let Some(key) = self.live(t) {
+                            self.outbox.push(key, &frame);
+                            self.stats.frames_out.inc();
+                            self.stats.delivered.inc();
+                        }
+                    }
+                    continue;
+                }
+                Down::Kick { session, reason } => {
+                    if let Some(key) = self.live(session) {
+                        let reason = proto::pb::KickReason::try_from(reason)
+                            .unwrap_or(proto::pb::KickReason::Admin);
+                        self.conns[key].session.kick(
+                            self.now,
+                            &mut self.tx,
+                            reason,
+                            "kicked by the logic tier",
+                        );
+                        self.stats.frames_out.inc();
+                        self.begin_close(key, CloseReason::Kicked);
+                        self.flush(key);
+                    }
+                }
+                Down::Terminate { session, frame } => {
+                    if let Some(key) = self.live(session) {
+                        self.tx.extend_from_slice(&frame);
+                        self.stats.frames_out.inc();
+                        self.begin_close(key, CloseReason::BadFrame);
+                        self.flush(key);
+                    }
+                }
+                Down::Bounce { session, frame } => self.bounce(session, &frame),
+            }
+        }
+        self.flush_outbox();
+    }
+
+    /// Answers a client frame that never reached the logic tier (rule 13).
+    pub(super) fn bounce(&mut self, session: proto::link::SessionRef, frame: &Frame) {
+        let Some(key) = self.live(session) else {
+            return;
+        };
+        let conn = &mut self.conns[key];
+        let outcome = conn
+            .session
+            .answer_unavailable(self.now, frame, &mut self.tx);
+        self.stats.frames_out.inc();
+        if let Outcome::Close(reason) = outcome {
+            self.begin_close(key, reason);
+        }
+        self.flush(key);
+    }
+
+    /// The slot of `s` if it is this worker's, still the same login, and
+    /// active.
+    pub(super) fn live(&self, s: proto::link::SessionRef) -> Option<usize> {
+        let key = (s.conn & 0xffff_ffff) as usize;
+        let conn = self.conns.get(key)?;
+        let same = uplink::worker_of(s) == self.cfg.index
+            && u64::from(conn.session.epoch()) == s.epoch
+            && conn.session.state() == State::Active;
+        same.then_some(key)
+    }
+
+    /// Writes what the outbox gathered: per connection, in order, one
+    /// `writev` when its socket has nothing queued already.
+    pub(super) fn flush_outbox(&mut self) {
+        if self.outbox.spans.is_empty() {
+            return;
+        }
+        let mut out = std::mem::take(&mut self.outbox);
+        // Stable: a connection's frames keep their order.
+        out.spans.sort_by_key(|&(key, _)| key);
+        for group in out.spans.chunk_by(|a, b| a.0 == b.0) {
+            let key = group[0].0;
+            let frames = group.iter().map(|&(_, i)| &out.frames[i as usize][..]);
+            self.write_frames(key, frames);
+        }
+        out.spans.clear();
+        out.frames.clear();
+        self.outbox = out;
+    }
+
+    /// Writes `frames` to `key` with as few syscalls as the socket allows;
+    /// what it will not take goes through `flush` (queued, WRITABLE).
+    fn write_frames<'a>(&mut self, key: usize, frames: impl Iterator<Item = &'a [u8]> + Clone) {
+        let Some(conn) = self.conns.get_mut(key) else {
+            return;
+        };
+        let mut written = 0;
+        if !conn.has_write() {
+            match writev_all(conn, frames.clone()) {
+                Ok(n) => written = n,
+                Err(_) => {
+                    self.end(key, CloseReason::Io);
+                    return;
+                }
+            }
+            self.stats.bytes_out.add(written as u64);
+        }
+        // The rest (all of it if a write was already blocked) is queued.
+        let mut skip = written;
+        for f in frames {
+            if skip >= f.len() {
+                skip -= f.len();
+                continue;
+            }
+            self.tx.extend_from_slice(&f[skip..]);
+            skip = 0;
+        }
+        self.flush(key);
+    }
+}
+
+/// `writev`s `frames` until done or the socket would block; bytes written.
+fn writev_all<'a>(
+    conn: &mut Conn,
+    frames: impl Iterator<Item = &'a [u8]> + Clone,
+) -> std::io::Result<usize> {
+    let total: usize = frames.clone().map(<[u8]>::len).sum();
+    let mut done = 0;
+    let mut iov: Vec<IoSlice<'_>> = Vec::new();
+    while done < total {
+        // The slices from `done` on, the first one cut.
+        iov.clear();
+        let mut skip = done;
+        for f in frames.clone() {
+            if skip >= f.len() {
+                skip -= f.len();
+                continue;
+            }
+            iov.push(IoSlice::new(&f[skip..]));
+            skip = 0;
+            if iov.len() == MAX_IOV {
+                break;
+            }
+        }
+        match conn.stream.write_vectored(&iov) {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(n) => done += n,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(done)
+}
