@@ -98,6 +98,10 @@ pub struct RunArgs {
     /// Logic server address.
     #[arg(long)]
     pub logic: Option<SocketAddr>,
+    /// Bytes queued for one session beyond which it is a slow consumer
+    /// (KICK SLOW_CONSUMER and close).
+    #[arg(long)]
+    pub write_budget: Option<usize>,
 }
 
 impl RunArgs {
@@ -133,6 +137,7 @@ impl RunArgs {
         set(&mut cfg.rate.per_sec, &self.send_rate);
         set(&mut cfg.rate.burst, &self.send_burst);
         set(&mut cfg.tick_ms, &self.tick_ms);
+        set(&mut cfg.write_budget, &self.write_budget);
         if self.metrics.is_some() {
             cfg.metrics = self.metrics;
         }

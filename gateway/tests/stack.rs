@@ -358,3 +358,87 @@ fn logic_down_then_back_without_clients_reconnecting() {
     let got = pushes(&mut bob, INBOX | 42, 1);
     assert_eq!(got[0].body, Bytes::from_static(b"after"));
 }
+
+#[test]
+fn a_receiver_that_stops_reading_is_kicked_and_syncs_what_it_missed() {
+    let logic = Logic::start("127.0.0.1:0");
+    let gw = Gateway::start(&[
+        "--logic",
+        &logic.addr.to_string(),
+        "--metrics",
+        "127.0.0.1:0",
+        "--send-buffer",
+        "4096",
+        "--write-budget",
+        "65536",
+        "--send-rate",
+        "100000",
+        "--send-burst",
+        "100000",
+    ]);
+    wait_linked(&gw);
+    let mut alice = Client::connect(gw.addr);
+    alice.login(41, 1, NetworkType::Wifi);
+    routed(&mut alice);
+    let mut bob = Client::connect(gw.addr);
+    bob.login(42, 1, NetworkType::Wifi);
+    routed(&mut bob);
+
+    // Bob reads nothing while Alice sends him 16 KiB messages: once the
+    // kernel buffers are full, the gateway queues for him until the
+    // budget is passed. A few MiB is far more than loopback buffers hold.
+    let body = "x".repeat(16 * 1024);
+    let slow = "millgate_closes_total{reason=\"slow_consumer\"}";
+    let mut sent = 0;
+    while gw.metric(slow) == 0 {
+        sent += 1;
+        assert!(sent <= 400, "never kicked after {sent} messages");
+        let ack = send(&mut alice, sent as u32, INBOX | 42, sent, &body);
+        assert_eq!(ack.status, Status::Ok as i32);
+        assert_eq!(ack.msg_id, sent);
+    }
+
+    // What Bob got: pushes from 1 up, in order, then the KICK, then EOF.
+    let mut last = 0;
+    loop {
+        let f = bob.recv().expect("a KICK before the end");
+        match f.kind {
+            Kind::Push => {
+                let p: pb::Push = prost::Message::decode(f.body).unwrap();
+                assert_eq!(p.msg_id, last + 1);
+                last = p.msg_id;
+            }
+            Kind::Kick => {
+                let k: pb::Kick = prost::Message::decode(f.body).unwrap();
+                assert_eq!(k.reason, pb::KickReason::SlowConsumer as i32);
+                break;
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    bob.expect_closed();
+    assert!(last < sent, "the kick came before everything was delivered");
+
+    // The rest waits in the store: a SYNC from the last id seen gets it.
+    let mut bob = Client::connect(gw.addr);
+    bob.login(42, 1, NetworkType::Wifi);
+    let heads = vec![pb::ChannelHead {
+        channel: INBOX | 42,
+        msg_id: last,
+    }];
+    bob.send(Kind::Sync, 9, &pb::SyncReq { heads });
+    let mut ids = Vec::new();
+    loop {
+        let f = bob.recv().expect("sync answer");
+        match f.kind {
+            Kind::Push => ids.push(
+                prost::Message::decode(f.body)
+                    .map(|p: pb::Push| p.msg_id)
+                    .unwrap(),
+            ),
+            Kind::SyncAck => break,
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(ids, (last + 1..=sent).collect::<Vec<_>>());
+}
