@@ -3,7 +3,7 @@
 //! and forward their traffic to the logic tier.
 //!
 //! Sans-io parts: [`session`] (the per-client state machine), [`wheel`]
-//! (the timer wheel), [`heartbeat`] and [`ratelimit`]. The I/O parts only
+//! (the timer wheel), [`heartbeat`], [`ratelimit`] and [`inflight`]. The I/O parts only
 //! move bytes: [`worker`] (one event loop per thread), [`uplink`] (the link
 //! to the logic server), [`server`] (threads, signals, lifecycle),
 //! [`metrics`].
@@ -14,6 +14,7 @@ pub mod config;
 pub mod conn;
 pub mod doctor;
 pub mod heartbeat;
+pub mod inflight;
 pub mod metrics;
 pub mod ratelimit;
 pub mod server;

@@ -19,8 +19,9 @@
 //!
 //! While the logic server is away the uplink reconnects with exponential
 //! backoff; workers have been told `LinkDown` and answer rule 13's
-//! UNAVAILABLE themselves; a client frame still queued when the link fell is
-//! bounced back so it is answered too. After each reconnect the workers are
+//! UNAVAILABLE themselves; a client frame still queued when the link fell,
+//! or already written to it and never answered ([`InFlight`]), is bounced
+//! back so it is answered too. After each reconnect the workers are
 //! told `LinkUp` and re-announce every live session (`Reopen`).
 
 use std::collections::VecDeque;
@@ -36,6 +37,8 @@ use mio::net::TcpStream;
 use mio::{Events, Interest, Poll, Token, Waker};
 use proto::Frame;
 use proto::link::{self, LinkMsg, SessionRef};
+
+use crate::inflight::InFlight;
 
 const LINK: Token = Token(0);
 const DOORBELL: Token = Token(1);
@@ -170,6 +173,8 @@ pub struct Uplink {
     out: BytesMut,
     inbuf: BytesMut,
     connected: Arc<AtomicBool>,
+    /// Requests written to this link and not yet answered.
+    inflight: InFlight,
 }
 
 impl Uplink {
@@ -217,6 +222,7 @@ impl Uplink {
             out: BytesMut::with_capacity(64 * 1024),
             inbuf: BytesMut::with_capacity(64 * 1024),
             connected: Arc::new(AtomicBool::new(false)),
+            inflight: InFlight::default(),
         };
         Ok((uplink, ports))
     }
@@ -281,6 +287,10 @@ impl Uplink {
         self.connected.store(false, Ordering::Release);
         for i in 0..self.workers.len() {
             self.send_down(i, Down::LinkDown);
+        }
+        // Written but never answered: the oldest requests, answered first.
+        for (session, frame) in self.inflight.take_all() {
+            self.send_down(worker_of(session), Down::Bounce { session, frame });
         }
         self.bounce_queued();
     }
@@ -379,7 +389,10 @@ impl Uplink {
                         uin,
                         device,
                         frame,
-                    } => link::encode_client_frame(&mut self.out, session, uin, device, &frame),
+                    } => {
+                        link::encode_client_frame(&mut self.out, session, uin, device, &frame);
+                        self.inflight.written(session, frame);
+                    }
                 }
             }
             if side.want_room.swap(false, Ordering::AcqRel) {
@@ -438,6 +451,9 @@ impl Uplink {
     fn dispatch(&mut self, msg: LinkMsg) {
         match msg {
             LinkMsg::Deliver { targets, frame } => {
+                if let [one] = targets[..] {
+                    self.inflight.answered(one, &frame);
+                }
                 if self.workers.len() == 1 {
                     self.send_down(0, Down::Deliver { targets, frame });
                     return;
@@ -459,6 +475,7 @@ impl Uplink {
                 self.send_down(worker_of(session), Down::Kick { session, reason })
             }
             LinkMsg::Terminate { session, frame } => {
+                self.inflight.answered(session, &frame);
                 self.send_down(worker_of(session), Down::Terminate { session, frame });
             }
             LinkMsg::Ping { nonce } => link::encode_pong(&mut self.out, nonce),

@@ -1,0 +1,121 @@
+//! The uplink against a fake logic server that speaks the link protocol
+//! (`proto::link`) by hand, so the test decides exactly which requests are
+//! answered before the link dies.
+
+mod support;
+
+use std::io::Read;
+use std::net::{TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use proto::link::{self, LinkMsg, SessionRef};
+use proto::pb::{self, NetworkType, Status};
+use proto::{Kind, codec};
+use support::{Client, Gateway};
+
+/// The gateway's end of the link, as the logic server sees it.
+struct FakeLogic {
+    stream: TcpStream,
+    buf: BytesMut,
+}
+
+impl FakeLogic {
+    /// Waits (bounded) for the gateway to connect to `listener`.
+    fn accept(listener: TcpListener) -> FakeLogic {
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(listener.accept().map(|(s, _)| s));
+        });
+        let stream = rx
+            .recv_timeout(Duration::from_secs(10))
+            .expect("the gateway never connected")
+            .unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(10)))
+            .unwrap();
+        FakeLogic {
+            stream,
+            buf: BytesMut::new(),
+        }
+    }
+
+    fn next(&mut self) -> LinkMsg {
+        loop {
+            if let Some(m) = link::decode(&mut self.buf, 1 << 20).unwrap() {
+                return m;
+            }
+            let mut chunk = [0u8; 4096];
+            let n = self.stream.read(&mut chunk).expect("a link frame");
+            assert!(n > 0, "the gateway closed the link");
+            self.buf.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// The next client frame forwarded, skipping session notices.
+    fn next_client(&mut self) -> (SessionRef, Kind, u32) {
+        loop {
+            if let LinkMsg::Client { session, frame, .. } = self.next() {
+                let h = codec::peek_header(&frame, usize::MAX).unwrap().unwrap();
+                return (session, h.kind, h.seq);
+            }
+        }
+    }
+
+    fn deliver(&mut self, to: SessionRef, kind: Kind, seq: u32, msg: &impl prost::Message) {
+        use std::io::Write;
+        let mut frame = BytesMut::new();
+        proto::encode(&mut frame, kind, seq, msg);
+        let mut out = BytesMut::new();
+        link::encode_deliver(&mut out, &[to], &frame);
+        self.stream.write_all(&out).unwrap();
+    }
+}
+
+#[test]
+fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_not() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let gw = Gateway::start(&["--threads", "1", "--logic", &addr]);
+    let mut logic = FakeLogic::accept(listener);
+    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+
+    let mut alice = Client::connect(gw.addr);
+    alice.login(7, 1, NetworkType::Wifi);
+    // Announced (now, or on LinkUp): from here the worker forwards.
+    let session = match logic.next() {
+        LinkMsg::Open { session, uin, .. } | LinkMsg::Reopen { session, uin, .. } => {
+            assert_eq!(uin, 7);
+            session
+        }
+        other => panic!("unexpected {other:?}"),
+    };
+
+    let send = pb::SendReq {
+        channel: 1 << 63 | 8,
+        client_msg_id: 1,
+        body: Bytes::from_static(b"lost with the link"),
+    };
+    alice.send(Kind::Send, 3, &send);
+    alice.send(Kind::Join, 4, &pb::Join { channel: 9 });
+    assert_eq!(logic.next_client(), (session, Kind::Send, 3));
+    assert_eq!(logic.next_client(), (session, Kind::Join, 4));
+    // The JOIN is answered; the SEND never is: the logic server dies.
+    let ok = pb::JoinAck {
+        status: Status::Ok as i32,
+        channel: 9,
+        newest_msg_id: 0,
+    };
+    logic.deliver(session, Kind::JoinAck, 4, &ok);
+    let ack: pb::JoinAck = alice.expect(Kind::JoinAck, 4);
+    assert_eq!(ack.status, Status::Ok as i32);
+    drop(logic);
+
+    let ack: pb::SendAck = alice.expect(Kind::SendAck, 3);
+    assert_eq!(ack.status, Status::Unavailable as i32);
+    assert_eq!((ack.channel, ack.client_msg_id), (send.channel, 1));
+    // Nothing else was bounced: the next frame answers the next request.
+    alice.send(Kind::Heartbeat, 5, &pb::Heartbeat {});
+    let _: pb::HeartbeatAck = alice.expect(Kind::HeartbeatAck, 5);
+}
