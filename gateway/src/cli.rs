@@ -98,6 +98,9 @@ pub struct RunArgs {
     /// Logic server address.
     #[arg(long)]
     pub logic: Option<SocketAddr>,
+    /// Capacity (items) of each worker's queues to and from the uplink.
+    #[arg(long)]
+    pub uplink_queue: Option<usize>,
     /// Bytes queued for one session beyond which it is a slow consumer
     /// (KICK SLOW_CONSUMER and close).
     #[arg(long)]
@@ -138,6 +141,7 @@ impl RunArgs {
         set(&mut cfg.rate.burst, &self.send_burst);
         set(&mut cfg.tick_ms, &self.tick_ms);
         set(&mut cfg.write_budget, &self.write_budget);
+        set(&mut cfg.uplink_queue, &self.uplink_queue);
         if self.metrics.is_some() {
             cfg.metrics = self.metrics;
         }

@@ -119,3 +119,80 @@ fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_n
     alice.send(Kind::Heartbeat, 5, &pb::Heartbeat {});
     let _: pb::HeartbeatAck = alice.expect(Kind::HeartbeatAck, 5);
 }
+
+#[test]
+fn a_link_that_is_not_read_stops_the_clients_being_read_and_loses_nothing() {
+    use std::io::{ErrorKind, Write};
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    let gw = Gateway::start(&[
+        "--threads",
+        "1",
+        "--logic",
+        &addr,
+        "--uplink-queue",
+        "4",
+        "--send-rate",
+        "1000000",
+        "--send-burst",
+        "1000000",
+    ]);
+    let mut logic = FakeLogic::accept(listener);
+    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    let mut alice = Client::connect(gw.addr);
+    alice.login(7, 1, NetworkType::Wifi);
+    assert!(matches!(
+        logic.next(),
+        LinkMsg::Open { .. } | LinkMsg::Reopen { .. }
+    ));
+
+    // The logic server stops reading. Alice writes 60 KiB SENDs until her
+    // socket takes no more: the link's buffers, the uplink's and the
+    // 4-item queue fill, then the worker stops reading her. Without that
+    // the gateway would read (and drop or hoard) without end.
+    let body = Bytes::from(vec![b'x'; 60 * 1024]);
+    let frame = |seq: u32| {
+        let req = pb::SendReq {
+            channel: 1 << 63 | 8,
+            client_msg_id: u64::from(seq),
+            body: body.clone(),
+        };
+        support::frame_bytes(Kind::Send, seq, &req)
+    };
+    // "Takes no more" is a write that moves nothing for half a second: a
+    // gateway still reading would have made room by then.
+    let stuck = Some(Duration::from_millis(500));
+    alice.stream.set_write_timeout(stuck).unwrap();
+    let mut seq = 0;
+    let left = 'fill: loop {
+        seq += 1;
+        assert!(seq < 1_000, "60 MB written and the gateway still reads");
+        let mut left = frame(seq);
+        while !left.is_empty() {
+            match alice.stream.write(&left) {
+                Ok(n) => {
+                    let _ = left.split_to(n);
+                }
+                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
+                    break 'fill left;
+                }
+                Err(e) => panic!("write: {e}"),
+            }
+        }
+    };
+    alice.stream.set_write_timeout(None).unwrap();
+    // More than the 4-item queue and the link's buffers: the stall held.
+    assert!(seq > 20, "blocked after only {seq} SENDs");
+
+    // The logic server reads again: every SEND arrives, once, in order,
+    // including the one whose tail had not been written yet.
+    let tail = std::thread::spawn(move || {
+        alice.stream.write_all(&left).unwrap();
+        alice
+    });
+    for want in 1..=seq {
+        let (_, kind, got) = logic.next_client();
+        assert_eq!((kind, got), (Kind::Send, want));
+    }
+    let _alice = tail.join().unwrap();
+}
