@@ -61,6 +61,9 @@ pub struct C1mArgs {
     /// Connects per second; 0 = as fast as possible.
     #[arg(long, default_value_t = 0.0)]
     pub rate: f64,
+    /// Sessions each load worker has connecting or logging in at once.
+    #[arg(long, default_value_t = 1000)]
+    pub max_inflight: u32,
     /// Where the gateway and logic binaries are (default: beside this
     /// loadgen binary, i.e. target/release).
     #[arg(long)]
@@ -443,7 +446,7 @@ pub fn main(a: &C1mArgs, stop: &AtomicBool) -> anyhow::Result<i32> {
         addr,
         sessions: a.sessions,
         rate: a.rate,
-        max_inflight: 1000,
+        max_inflight: a.max_inflight,
         forced_heartbeat_ms: None,
         network: proto::pb::NetworkType::Wired as i32,
         hold: Duration::from_secs(a.hold_s),

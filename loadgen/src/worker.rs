@@ -357,6 +357,11 @@ impl Worker {
         });
         self.inflight += 1;
         self.arm(idx);
+        // Over loopback (and any short path) the handshake is usually done
+        // inside connect(): LOGIN goes now, not after a writable event, so
+        // the gateway finds it with the accept and is woken once, not
+        // twice. A socket still connecting keeps it queued until writable.
+        self.login(now, idx);
     }
 
     fn count_failed(&mut self, reason: String) {
@@ -431,20 +436,9 @@ impl Worker {
                 return;
             }
             // Writable after a nonblocking connect: connected, or SO_ERROR.
-            match c.stream.take_error() {
-                Ok(Some(e)) | Err(e) => {
-                    let reason = format!("connect {}", errno_name(&e));
-                    self.drop_conn(idx);
-                    self.count_failed(reason);
-                    return;
-                }
-                Ok(None) => {}
+            if !self.login(now, idx) {
+                return;
             }
-            let token = self
-                .key
-                .mint(c.s.uin(), 1, unix_now() + self.spec.token_ttl_s);
-            c.s.handle_connected(now, &self.cfg, &token, &mut self.outbuf);
-            self.after(now, idx, None);
         }
         if ready.readable {
             self.read(now, idx, ready.closing);
@@ -452,6 +446,31 @@ impl Worker {
         if ready.writable {
             self.flush(idx);
         }
+    }
+}
+
+impl Worker {
+    /// Unless the connect failed (then it is counted and dropped), writes
+    /// LOGIN, or queues it until the socket is writable. False if dropped.
+    fn login(&mut self, now: u64, idx: usize) -> bool {
+        let Some(c) = self.conns.get_mut(idx) else {
+            return false;
+        };
+        match c.stream.take_error() {
+            Ok(Some(e)) | Err(e) => {
+                let reason = format!("connect {}", errno_name(&e));
+                self.drop_conn(idx);
+                self.count_failed(reason);
+                return false;
+            }
+            Ok(None) => {}
+        }
+        let token = self
+            .key
+            .mint(c.s.uin(), 1, unix_now() + self.spec.token_ttl_s);
+        c.s.handle_connected(now, &self.cfg, &token, &mut self.outbuf);
+        self.after(now, idx, None);
+        true
     }
 }
 
