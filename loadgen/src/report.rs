@@ -112,7 +112,8 @@ pub struct Report {
     pub ramp_s: f64,
     /// `logged_in / ramp_s`.
     pub login_rate_per_s: f64,
-    /// TCP connect, µs.
+    /// `connect()` to LOGIN handed to the socket, µs (about 0 on loopback,
+    /// where the handshake completes inside `connect()`).
     pub connect_us: Pct,
     /// LOGIN written to LOGIN_ACK read, µs.
     pub login_us: Pct,

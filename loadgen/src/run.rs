@@ -83,6 +83,23 @@ fn sum_rss(pids: &[u32]) -> Option<u64> {
     Some(t)
 }
 
+/// The gateways' summed RSS once it has stopped moving: a gateway that has
+/// just said `listening` may still be touching its startup memory, which
+/// would otherwise be counted against the sessions. (No event says "done",
+/// so this polls: two equal readings 200 ms apart, at most 5 s.)
+fn settled_rss(pids: &[u32]) -> Option<u64> {
+    let mut last = sum_rss(pids)?;
+    for _ in 0..25 {
+        std::thread::sleep(Duration::from_millis(200));
+        let now = sum_rss(pids)?;
+        if now == last {
+            break;
+        }
+        last = now;
+    }
+    Some(last)
+}
+
 fn sum_cpu(pids: &[u32]) -> Option<u64> {
     let mut t = 0;
     for p in pids {
@@ -166,7 +183,7 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
         .collect();
 
     let gw = &spec.gateway_pids;
-    let rss_before = sum_rss(gw).filter(|_| !gw.is_empty());
+    let rss_before = settled_rss(gw).filter(|_| !gw.is_empty());
     report.gateway_rss_before_kib = rss_before;
     report.slab_before_kib = procfs::slab_kib().unwrap_or(0);
 
