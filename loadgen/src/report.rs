@@ -74,6 +74,10 @@ pub struct ChatReport {
     pub sent: u64,
     /// SEND_ACK OK.
     pub acked: u64,
+    /// SENDs with no answer at all (neither an ACK nor an error) when the
+    /// drain ended.
+    #[serde(default)]
+    pub unanswered: u64,
     pub errors: BTreeMap<String, u64>,
     /// PUSHes the receivers should have got: one per acked message in
     /// pairs mode; each room's last id times its members in rooms mode.
@@ -240,13 +244,14 @@ impl Report {
         if let Some(c) = &self.chat {
             let _ = writeln!(
                 o,
-                "  chat                     {} at {:.0}/s, {} B, {:.1} s: sent={} acked={} expected={} received={} lost={} dup={} out-of-order={}",
+                "  chat                     {} at {:.0}/s, {} B, {:.1} s: sent={} acked={} unanswered={} expected={} received={} lost={} dup={} out-of-order={}",
                 c.mode,
                 c.rate_per_s,
                 c.payload_bytes,
                 c.duration_s,
                 c.sent,
                 c.acked,
+                c.unanswered,
                 c.expected,
                 c.received,
                 c.lost,

@@ -21,6 +21,7 @@ use crate::fleet::Fleet;
 use crate::procfs;
 use crate::report::{ChatReport, Pct, Report, Sample, StormReport};
 use crate::shard;
+use crate::stats::Counters;
 use crate::wire::{ChatPlan, ToWorker, WorkerSpec};
 use crate::worker::unix_us;
 
@@ -38,8 +39,10 @@ pub struct ChatSpec {
     pub senders: u64,
 }
 
-/// Time after the last SEND for PUSHes still on their way.
+/// Time after the last SEND for PUSHes still on their way, at least.
 const CHAT_DRAIN: Duration = Duration::from_secs(2);
+/// Longest wait after the last SEND for every SEND to be answered.
+const CHAT_DRAIN_MAX: Duration = Duration::from_secs(30);
 /// Longest wait for every JOIN_ACK in rooms mode.
 const CHAT_JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -155,7 +158,7 @@ pub fn run(spec: &RunSpec, stop: &AtomicBool) -> anyhow::Result<Report> {
     let n_workers = shares.len().max(1) as f64;
     // Workers stop by themselves after every phase could have run, plus slack.
     let chat_bound = spec.chat.map_or(Duration::ZERO, |c| {
-        c.duration + CHAT_DRAIN + CHAT_JOIN_TIMEOUT
+        c.duration + CHAT_DRAIN_MAX + CHAT_JOIN_TIMEOUT
     });
     let total_bound =
         spec.ramp_timeout + spec.hold + spec.storm_timeout + chat_bound + Duration::from_secs(60);
@@ -392,12 +395,25 @@ fn chat_phase(
         window: c.window,
         senders: c.senders,
     }));
-    while start.elapsed() < c.duration + CHAT_DRAIN && !stop.load(Ordering::Relaxed) {
+    // Drain: at least CHAT_DRAIN, then until every SEND has its answer
+    // (an overloaded run can be seconds behind), at most CHAT_DRAIN_MAX.
+    let answered = |t: &Counters| t.chat_acked + send_errors(t) >= t.chat_sent;
+    while !stop.load(Ordering::Relaxed) {
+        let waited = start.elapsed().saturating_sub(c.duration);
+        let sending = start.elapsed() < c.duration;
+        if !sending
+            && waited >= CHAT_DRAIN
+            && (answered(&fleet.total()) || waited >= CHAT_DRAIN_MAX)
+        {
+            break;
+        }
         fleet.pump(Duration::from_millis(200))?;
         sampler.tick(fleet, gw);
     }
     let after = fleet.snap(11, Duration::from_secs(10))?;
     let acked = after.chat_acked - before.chat_acked;
+    let sent = after.chat_sent - before.chat_sent;
+    let send_errors = send_errors(&after) - send_errors(&before);
     let received = after.chat_received - before.chat_received;
     let duplicates = after.chat_duplicates - before.chat_duplicates;
     let expected = chat::expected(c.mode, sessions, acked, &after.chat_room_high);
@@ -409,8 +425,9 @@ fn chat_phase(
         rate_per_s: c.rate,
         payload_bytes: c.payload,
         duration_s: c.duration.as_secs_f64(),
-        sent: after.chat_sent - before.chat_sent,
+        sent,
         acked,
+        unanswered: sent.saturating_sub(acked + send_errors),
         errors: after.chat_errors,
         expected,
         received,
@@ -423,6 +440,15 @@ fn chat_phase(
         delivered_per_s: (received - duplicates) as f64 / c.duration.as_secs_f64().max(1e-9),
         e2e_us: Pct::default(),
     })
+}
+
+/// SENDs answered with an error status.
+fn send_errors(t: &Counters) -> u64 {
+    t.chat_errors
+        .iter()
+        .filter(|(k, _)| k.starts_with("send"))
+        .map(|(_, v)| v)
+        .sum()
 }
 
 /// SIGTERMs `pid` and waits until every session it sent away is back.

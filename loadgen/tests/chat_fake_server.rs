@@ -283,6 +283,8 @@ fn a_window_stops_a_sender_whose_acks_never_come() {
     let first = *sends.keys().min().expect("someone sent");
     assert_eq!(sends, HashMap::from([(first, 8)]), "{}", r.table());
     assert_eq!((c.sent, c.acked, c.window), (8, 0, 8));
+    // The drain waited for answers (up to its limit) and says none came.
+    assert_eq!(c.unanswered, 8);
 }
 
 #[test]
@@ -294,6 +296,7 @@ fn a_window_refills_as_acks_arrive_faster_than_the_paced_rate() {
     // Paced, 1 s at --chat-rate 300 would be 300 SENDs.
     assert!(c.sent > 1_000, "{}", r.table());
     assert_eq!(c.acked, c.sent, "{}", r.table());
+    assert_eq!(c.unanswered, 0);
     assert_eq!(c.lost, fake.dropped.load(Ordering::Relaxed));
     assert!(c.acked_per_s > 1_000.0 && c.delivered_per_s > 0.0);
 }
