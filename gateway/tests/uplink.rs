@@ -159,9 +159,9 @@ fn a_link_that_is_not_read_stops_the_clients_being_read_and_loses_nothing() {
         };
         support::frame_bytes(Kind::Send, seq, &req)
     };
-    // "Takes no more" is a write that moves nothing for half a second: a
+    // "Takes no more" is a write that moves nothing for two seconds: a
     // gateway still reading would have made room by then.
-    let stuck = Some(Duration::from_millis(500));
+    let stuck = Some(Duration::from_secs(2));
     alice.stream.set_write_timeout(stuck).unwrap();
     let mut seq = 0;
     let left = 'fill: loop {
