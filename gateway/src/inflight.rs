@@ -5,7 +5,7 @@
 //! The uplink records every SEND, JOIN, LEAVE and SYNC it writes to the
 //! link, keyed by (session, seq), and forgets it when the logic server's
 //! answer to that session with that seq comes back: the ACK, or the ERROR
-//! of a terminate. (PUSHes carry seq 0 and never match.) When the link
+//! of a terminate. (PUSHes are not answers; a request may use seq 0.) When the link
 //! falls, what is left is exactly the requests nobody will answer, in the
 //! order they were written; the uplink bounces them to their workers.
 //!
@@ -55,7 +55,6 @@ impl InFlight {
     /// `session`; if it answers a request, that request is done.
     pub fn answered(&mut self, session: SessionRef, frame: &[u8]) {
         if let Ok(Some(h)) = codec::peek_header(frame, usize::MAX)
-            && h.seq != 0
             && is_answer(h.kind)
         {
             self.waiting.remove(&(session.conn, session.epoch, h.seq));
@@ -124,6 +123,16 @@ mod tests {
         assert_eq!(t.len(), 2);
         t.answered(s(1), &reply(Kind::SyncAck, 6));
         t.answered(s(2), &reply(Kind::Error, 5));
+        assert!(t.is_empty());
+    }
+
+    #[test]
+    fn a_request_with_seq_0_is_cleared_by_its_ack_not_by_a_push() {
+        let mut t = InFlight::default();
+        t.written(s(1), req(Kind::Send, 0));
+        t.answered(s(1), &reply(Kind::Push, 0));
+        assert_eq!(t.len(), 1);
+        t.answered(s(1), &reply(Kind::SendAck, 0));
         assert!(t.is_empty());
     }
 
