@@ -187,14 +187,8 @@ impl Worker {
             self.stats.bytes_out.add(written as u64);
         }
         // The rest (all of it if a write was already blocked) is queued.
-        let mut skip = written;
-        for f in frames {
-            if skip >= f.len() {
-                skip -= f.len();
-                continue;
-            }
-            self.tx.extend_from_slice(&f[skip..]);
-            skip = 0;
+        for f in unwritten(frames, written) {
+            self.tx.extend_from_slice(f);
         }
         self.flush(key);
     }
@@ -211,18 +205,11 @@ fn writev_all<'a>(
     while done < total {
         // The slices from `done` on, the first one cut.
         iov.clear();
-        let mut skip = done;
-        for f in frames.clone() {
-            if skip >= f.len() {
-                skip -= f.len();
-                continue;
-            }
-            iov.push(IoSlice::new(&f[skip..]));
-            skip = 0;
-            if iov.len() == MAX_IOV {
-                break;
-            }
-        }
+        iov.extend(
+            unwritten(frames.clone(), done)
+                .take(MAX_IOV)
+                .map(IoSlice::new),
+        );
         match conn.stream.write_vectored(&iov) {
             Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
             Ok(n) => done += n,
@@ -232,4 +219,36 @@ fn writev_all<'a>(
         }
     }
     Ok(done)
+}
+
+/// What is left of `frames` once their first `written` bytes are gone.
+fn unwritten<'a>(
+    frames: impl Iterator<Item = &'a [u8]>,
+    mut written: usize,
+) -> impl Iterator<Item = &'a [u8]> {
+    frames.filter_map(move |f| {
+        if written >= f.len() {
+            written -= f.len();
+            None
+        } else {
+            let rest = &f[written..];
+            written = 0;
+            Some(rest)
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::unwritten;
+
+    #[test]
+    fn unwritten_drops_whole_frames_then_cuts_the_first_partial_one() {
+        let frames: [&[u8]; 3] = [b"abc", b"de", b"fgh"];
+        let rest = |n| unwritten(frames.iter().copied(), n).collect::<Vec<_>>();
+        assert_eq!(rest(0), vec![&b"abc"[..], b"de", b"fgh"]);
+        assert_eq!(rest(4), vec![&b"e"[..], b"fgh"]);
+        assert_eq!(rest(5), vec![&b"fgh"[..]]);
+        assert!(rest(8).is_empty());
+    }
 }
