@@ -134,4 +134,5 @@ pub mod reply;
 pub mod router;
 pub mod server;
 pub mod shard;
+pub mod store;
 pub mod worker;

@@ -1,0 +1,244 @@
+//! The logic tier's durable state behind one interface, [`Store`]: what a
+//! shard turn writes ([`Batch`], applied atomically) and the point and
+//! range reads a shard makes when it loads state it evicted.
+//!
+//! Two implementations: [`FjallStore`] (the default: an embedded LSM
+//! store on disk, `--data-dir DIR`) and [`MemStore`] (`--data-dir
+//! :memory:`, unit tests and benchmarks; **not durable**: a restart
+//! forgets everything).
+//!
+//! # What is stored (the key layout)
+//!
+//! All integers big-endian, so byte order is numeric order. Two fjall
+//! keyspaces share one journal, so a batch spanning both is atomic:
+//!
+//! | keyspace | key | value | written by |
+//! |----------|-----|-------|------------|
+//! | `msgs` | `channel:8 msg_id:8` | `at_ms:8` + the encoded PUSH frame | the channel's shard |
+//! | `meta` | `'h' channel:8` | newest `msg_id`:8 | the channel's shard |
+//! | `meta` | `'d' uin:8 device:4 client_msg_id:8` | `msg_id`:8 | the channel's shard (with the message), dropped by the uin's shard once superseded |
+//! | `meta` | `'u' uin:8 room:8` | empty (user -> rooms) | the uin's shard |
+//! | `meta` | `'r' room:8 uin:8` | empty (room -> members) | the uin's shard, in the same batch as `'u'` |
+//!
+//! - A message's key is written once and deleted once (retention), so the
+//!   frame is stored as the PUSH that SYNC replays, encoded once.
+//! - The head `'h'` is separate from the messages because retention may
+//!   delete every message of a channel while its counter must go on
+//!   (PROTOCOL.md rule 6: no id reused).
+//! - Dedup keeps one key per stored `client_msg_id` until the uin's shard
+//!   hears it is superseded: two channel shards may store SENDs of one
+//!   device at once, so "latest" is the largest key under the device's
+//!   prefix, never a value two shards overwrite in a race.
+//! - Both membership directions are written by one shard in one batch, so
+//!   they never disagree. `'u'` answers "is uin in room" and "which rooms"
+//!   (loaded when a user is); `'r'` lists a room's members in uin order, a
+//!   page at a time ([`Store::members`]).
+//!
+//! # Why fjall
+//!
+//! Measured on this machine before choosing (issue 11): fjall 3 about
+//! 250,000 small messages/s with one fdatasync per 1,000-message batch and
+//! 390,000/s per 5,000; redb about 60,000/s; sled is beta with crash
+//! corruption reports; rocksdb is a long C++ build. fjall is pure Rust,
+//! keeps one journal for all keyspaces (one sync makes everything
+//! written so far durable, which is what group commit needs) and checks
+//! every journal batch with a checksum.
+//!
+//! # Reads are synchronous
+//!
+//! A shard reads the store only to load what it evicted (a user's rooms
+//! and dedup latest at login, a channel's head at first touch, old
+//! messages for a SYNC past the in-memory tail, a room's members). Each is
+//! a point read or a short range in an LSM with bloom filters and a block
+//! cache: microseconds, and rare next to the message path, which never
+//! reads. Making them asynchronous would need every flow to park its
+//! request until the load returns; the shard stays a plain state machine
+//! instead, and [`MemStore`] answers the same calls in the unit tests.
+//!
+//! # Later implementations
+//!
+//! A shared store for several logic nodes (Redis, issue 14) implements the
+//! same trait: the batch is a list of plain operations (put message, set
+//! head, dedup record, join/leave) that map one-to-one onto Lua-scripted
+//! commands, and no read needs a scan.
+
+mod check;
+mod fjall_store;
+mod mem;
+
+use bytes::Bytes;
+
+pub use check::{JournalProblem, Repaired, check_journals};
+pub use fjall_store::{FjallStore, OpenError};
+pub use mem::MemStore;
+
+/// A store failure: an I/O or storage-engine error (backend fault).
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    #[error("storage engine: {0}")]
+    Engine(#[from] fjall::Error),
+    #[error("storage I/O: {0}")]
+    Io(#[from] std::io::Error),
+    #[error("corrupt record under key {key}: {what}")]
+    Corrupt { key: String, what: &'static str },
+}
+
+/// One write a shard turn asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Op {
+    /// Store message `msg_id` of `channel` (its PUSH frame).
+    Message {
+        channel: u64,
+        msg_id: u64,
+        at_ms: u64,
+        frame: Bytes,
+    },
+    /// Delete a message retention no longer allows.
+    DropMessage { channel: u64, msg_id: u64 },
+    /// The channel's newest `msg_id`.
+    Head { channel: u64, newest: u64 },
+    /// A stored SEND of (`uin`, `device`) with `cmid` got `msg_id`.
+    Dedup {
+        uin: u64,
+        device: u32,
+        cmid: u64,
+        msg_id: u64,
+    },
+    /// A dedup record that a larger stored `cmid` superseded.
+    DropDedup { uin: u64, device: u32, cmid: u64 },
+    /// `uin` joined `room` (both directions).
+    Join { uin: u64, room: u64 },
+    /// `uin` left `room` (both directions).
+    Leave { uin: u64, room: u64 },
+}
+
+/// The writes of one shard turn, applied atomically and in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    pub ops: Vec<Op>,
+}
+
+impl Batch {
+    /// Adds one write.
+    pub fn push(&mut self, op: Op) {
+        self.ops.push(op);
+    }
+
+    /// True when there is nothing to write.
+    pub fn is_empty(&self) -> bool {
+        self.ops.is_empty()
+    }
+}
+
+/// A message as read back from the store.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMsg {
+    pub msg_id: u64,
+    pub at_ms: u64,
+    pub frame: Bytes,
+}
+
+/// A device's dedup state as stored: the latest `(client_msg_id,
+/// msg_id)` and the `client_msg_id`s of superseded records still on disk
+/// (left by a crash between a store and its clean-up) for the caller to
+/// drop.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct DedupRecord {
+    pub latest: Option<(u64, u64)>,
+    pub stale: Vec<u64>,
+}
+
+/// The logic tier's state store. Shared by every shard (`Arc<dyn
+/// Store>`): each writes its own turns' batches and reads what it owns.
+pub trait Store: Send + Sync + std::fmt::Debug {
+    /// Applies `batch` atomically. When this returns, the batch has
+    /// reached the OS (it survives the process being killed); it survives
+    /// a power loss only after a later [`Store::sync`].
+    fn write(&self, batch: &Batch) -> Result<(), StoreError>;
+
+    /// Makes everything written so far survive a power loss (fdatasync);
+    /// may run on another thread while writes go on.
+    fn sync(&self) -> Result<(), StoreError>;
+
+    /// Whether this store survives a restart at all (false for memory).
+    fn durable(&self) -> bool;
+
+    /// The newest `msg_id` of `channel` (0 if none was ever assigned).
+    fn head(&self, channel: u64) -> Result<u64, StoreError>;
+
+    /// Messages of `channel` with ids in `from..=to`, oldest first (those
+    /// retention deleted are absent).
+    fn messages(&self, channel: u64, from: u64, to: u64) -> Result<Vec<StoredMsg>, StoreError>;
+
+    /// The rooms `uin` has joined, in id order.
+    fn rooms(&self, uin: u64) -> Result<Vec<u64>, StoreError>;
+
+    /// Up to `limit` members of `room` with uin above `after`, in uin
+    /// order (a page of a member list).
+    fn members(&self, room: u64, after: u64, limit: usize) -> Result<Vec<u64>, StoreError>;
+
+    /// The dedup state of (`uin`, `device`).
+    fn dedup(&self, uin: u64, device: u32) -> Result<DedupRecord, StoreError>;
+
+    /// Bytes the store occupies on disk (0 for memory).
+    fn disk_bytes(&self) -> u64;
+}
+
+/// Keys of the `meta` keyspace (see the table in the module doc).
+pub(crate) mod key {
+    pub const HEAD: u8 = b'h';
+    pub const DEDUP: u8 = b'd';
+    pub const USER_ROOM: u8 = b'u';
+    pub const ROOM_MEMBER: u8 = b'r';
+
+    pub fn message(channel: u64, msg_id: u64) -> [u8; 16] {
+        let mut k = [0; 16];
+        k[..8].copy_from_slice(&channel.to_be_bytes());
+        k[8..].copy_from_slice(&msg_id.to_be_bytes());
+        k
+    }
+
+    pub fn head(channel: u64) -> [u8; 9] {
+        tagged(HEAD, channel)
+    }
+
+    pub fn dedup_prefix(uin: u64, device: u32) -> [u8; 13] {
+        let mut k = [0; 13];
+        k[0] = DEDUP;
+        k[1..9].copy_from_slice(&uin.to_be_bytes());
+        k[9..].copy_from_slice(&device.to_be_bytes());
+        k
+    }
+
+    pub fn dedup(uin: u64, device: u32, cmid: u64) -> [u8; 21] {
+        let mut k = [0; 21];
+        k[..13].copy_from_slice(&dedup_prefix(uin, device));
+        k[13..].copy_from_slice(&cmid.to_be_bytes());
+        k
+    }
+
+    pub fn pair(tag: u8, a: u64, b: u64) -> [u8; 17] {
+        let mut k = [0; 17];
+        k[0] = tag;
+        k[1..9].copy_from_slice(&a.to_be_bytes());
+        k[9..].copy_from_slice(&b.to_be_bytes());
+        k
+    }
+
+    pub fn tagged(tag: u8, a: u64) -> [u8; 9] {
+        let mut k = [0; 9];
+        k[0] = tag;
+        k[1..].copy_from_slice(&a.to_be_bytes());
+        k
+    }
+
+    /// The big-endian u64 at `at` in `b`, if there are 8 bytes.
+    pub fn u64_at(b: &[u8], at: usize) -> Option<u64> {
+        let s = b.get(at..at + 8)?;
+        Some(u64::from_be_bytes(s.try_into().ok()?))
+    }
+}
+
+#[cfg(test)]
+mod tests;
