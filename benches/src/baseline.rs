@@ -146,10 +146,10 @@ async fn connection(stream: TcpStream, shared: Arc<Shared>) {
         .max_frame_length(cfg.max_body)
         .new_codec();
     let mut conn = Framed::with_capacity(stream, codec, cfg.buffer_capacity);
-    if let End::Error(frame) = session(&mut conn, &shared).await {
-        if conn.send(frame).await.is_ok() {
-            linger(conn.into_inner(), cfg.linger).await;
-        }
+    if let End::Error(frame) = session(&mut conn, &shared).await
+        && conn.send(frame).await.is_ok()
+    {
+        linger(conn.into_inner(), cfg.linger).await;
     }
 }
 

@@ -276,11 +276,16 @@ fn random_secret() -> anyhow::Result<Vec<u8>> {
     Ok(hex::encode(b).into_bytes())
 }
 
-/// Starts the logic server on `addr` and waits for its `listening` line.
+/// Starts the logic server on `addr` (durable, its data directory
+/// `logic-data` in the run's output directory) and waits for its
+/// `listening` line.
 fn start_logic(a: &C1mArgs, exe: &Path, addr: SocketAddr, procs: &mut Procs) -> anyhow::Result<()> {
     let log = std::fs::File::create(a.out_dir.join("logic.log"))?;
+    let data = a.out_dir.join("logic-data");
     let mut child = Command::new(exe)
         .args(["--listen", &addr.to_string()])
+        .arg("--data-dir")
+        .arg(&data)
         .stdin(Stdio::null())
         .stdout(Stdio::piped())
         .stderr(log)

@@ -1,11 +1,13 @@
-//! One channel's state, sans-io: the `msg_id` counter (PROTOCOL.md rule 6),
-//! the room membership (Channels section) and the retained messages
-//! (rule 9 retention). Time is an argument; nothing here reads a clock.
+//! Channel ids (rooms, inboxes: the Channels section of PROTOCOL.md) and
+//! one channel's in-memory state, sans-io: the `msg_id` counter (rule 6)
+//! and the newest retained messages (rule 9). Time is an argument; nothing
+//! here reads a clock.
 //!
-//! Retained messages are kept as their already-encoded PUSH frame, so a
-//! SYNC replays them without re-encoding and a live fan-out encodes once.
+//! Messages are kept as their already-encoded PUSH frame, so a SYNC
+//! replays them without re-encoding and a live fan-out encodes once; the
+//! store holds the same frames for everything older than the memory tail.
 
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 
@@ -47,6 +49,23 @@ pub struct Retention {
     pub max_age_ms: u64,
 }
 
+impl Retention {
+    /// The oldest `msg_id` the count limit keeps when `newest` is the
+    /// newest (ids below it are gone; 1 while the channel is young).
+    pub fn first_kept(&self, newest: u64) -> u64 {
+        newest.saturating_sub(self.max_count as u64) + 1
+    }
+
+    /// Messages stored before this instant have expired by age.
+    pub fn oldest_allowed_ms(&self, now_ms: u64) -> u64 {
+        now_ms.saturating_sub(self.max_age_ms)
+    }
+}
+
+/// Most messages of one channel kept in memory for SYNC and re-delivery;
+/// older retained ones are read from the store.
+pub const MEMORY_TAIL: usize = 256;
+
 /// A stored message: its id, when it was stored, and its PUSH frame.
 #[derive(Debug, Clone)]
 pub struct Stored {
@@ -55,113 +74,112 @@ pub struct Stored {
     pub frame: Bytes,
 }
 
-/// One channel: counter, members (rooms only) and retained messages.
+/// What [`Channel::append`] did.
+#[derive(Debug, Clone)]
+#[must_use]
+pub struct Appended {
+    pub msg_id: u64,
+    pub frame: Bytes,
+    /// The message that the count limit now drops (to delete from the
+    /// store), if any.
+    pub expired: Option<u64>,
+}
+
+/// One loaded channel: its counter and the newest messages (at most
+/// [`MEMORY_TAIL`]). Membership lives elsewhere (the store and the
+/// shard's online index), so an idle channel costs only this and can be
+/// evicted and reloaded from its stored head.
 #[derive(Debug, Default)]
 pub struct Channel {
     newest: u64,
-    members: HashSet<u64>,
-    /// The members with at least one live session: fan-out walks these
-    /// only, so offline members of a big room cost nothing per message.
-    online: HashSet<u64>,
-    log: VecDeque<Stored>,
+    /// Contiguous ids ending at `newest` (possibly empty).
+    tail: VecDeque<Stored>,
+    touched_ms: u64,
 }
 
 impl Channel {
+    /// A channel whose stored head is `newest`, loaded at `now_ms`.
+    pub fn loaded(newest: u64, now_ms: u64) -> Channel {
+        Channel {
+            newest,
+            tail: VecDeque::new(),
+            touched_ms: now_ms,
+        }
+    }
+
     /// The newest `msg_id` assigned (0 before the first message). Never goes
     /// back, even when messages expire.
     pub fn newest(&self) -> u64 {
         self.newest
     }
 
-    /// Adds a room member, online or not; true if it was not one.
-    pub fn join(&mut self, uin: u64, online: bool) -> bool {
-        let new = self.members.insert(uin);
-        self.set_online(uin, online);
-        new
+    /// Records a use at `now_ms` (idle channels are evicted).
+    pub fn touch(&mut self, now_ms: u64) {
+        self.touched_ms = self.touched_ms.max(now_ms);
     }
 
-    /// Removes a room member; true if it was one.
-    pub fn leave(&mut self, uin: u64) -> bool {
-        self.online.remove(&uin);
-        self.members.remove(&uin)
+    /// When the channel was last used.
+    pub fn touched_ms(&self) -> u64 {
+        self.touched_ms
     }
 
-    /// Records whether member `uin` has live sessions (ignored for others).
-    pub fn set_online(&mut self, uin: u64, online: bool) {
-        if !online {
-            self.online.remove(&uin);
-        } else if self.members.contains(&uin) {
-            self.online.insert(uin);
-        }
-    }
-
-    /// The members with live sessions.
-    pub fn online_members(&self) -> impl Iterator<Item = u64> + '_ {
-        self.online.iter().copied()
-    }
-
-    /// Whether `uin` has joined this room.
-    pub fn is_member(&self, uin: u64) -> bool {
-        self.members.contains(&uin)
-    }
-
-    /// Assigns the next `msg_id`, stores the frame `make_frame` builds for
+    /// Assigns the next `msg_id`, keeps the frame `make_frame` builds for
     /// it and returns both. Ids start at 1 and go up by exactly 1.
     pub fn append(
         &mut self,
         now_ms: u64,
         ret: Retention,
         make_frame: impl FnOnce(u64) -> Bytes,
-    ) -> (u64, Bytes) {
+    ) -> Appended {
         self.newest += 1;
         let msg_id = self.newest;
         let frame = make_frame(msg_id);
-        self.log.push_back(Stored {
+        self.tail.push_back(Stored {
             msg_id,
             at_ms: now_ms,
             frame: frame.clone(),
         });
+        self.touch(now_ms);
         self.prune(now_ms, ret);
-        (msg_id, frame)
+        let expired = msg_id
+            .checked_sub(ret.max_count as u64)
+            .filter(|&id| id > 0);
+        Appended {
+            msg_id,
+            frame,
+            expired,
+        }
     }
 
-    /// Drops what retention no longer allows.
+    /// Drops from memory what retention no longer allows and what is past
+    /// the memory tail.
     pub fn prune(&mut self, now_ms: u64, ret: Retention) {
-        while self.log.len() > ret.max_count {
-            self.log.pop_front();
+        let keep = ret.max_count.min(MEMORY_TAIL);
+        while self.tail.len() > keep {
+            self.tail.pop_front();
         }
-        let oldest_allowed = now_ms.saturating_sub(ret.max_age_ms);
-        while self.log.front().is_some_and(|m| m.at_ms < oldest_allowed) {
-            self.log.pop_front();
+        let oldest_allowed = ret.oldest_allowed_ms(now_ms);
+        while self.tail.front().is_some_and(|m| m.at_ms < oldest_allowed) {
+            self.tail.pop_front();
         }
     }
 
-    /// The retained messages newer than `head`, oldest first (after
-    /// pruning by `now_ms`).
-    pub fn since(
-        &mut self,
-        head: u64,
-        now_ms: u64,
-        ret: Retention,
-    ) -> impl Iterator<Item = &Stored> {
-        self.prune(now_ms, ret);
-        // Ids in the log are contiguous, so the start is found by arithmetic.
-        let first = self.log.front().map_or(0, |m| m.msg_id);
-        let skip = head
-            .saturating_add(1)
-            .saturating_sub(first)
-            .min(self.log.len() as u64);
-        self.log.iter().skip(skip as usize)
+    /// The first id held in memory (`newest + 1` when none is).
+    pub fn tail_first(&self) -> u64 {
+        self.tail.front().map_or(self.newest + 1, |m| m.msg_id)
     }
 
-    /// Number of retained messages.
-    pub fn retained(&self) -> usize {
-        self.log.len()
+    /// The messages in memory with ids from `from` on, oldest first.
+    pub fn tail_from(&self, from: u64) -> impl Iterator<Item = &Stored> {
+        let skip = from
+            .saturating_sub(self.tail_first())
+            .min(self.tail.len() as u64);
+        self.tail.iter().skip(skip as usize)
     }
 
-    /// True when the channel holds nothing worth keeping but its counter.
-    pub fn is_idle(&self) -> bool {
-        self.members.is_empty() && self.log.is_empty()
+    /// Number of messages held in memory.
+    pub fn in_memory(&self) -> usize {
+        self.tail.len()
     }
 }
 
@@ -195,35 +213,46 @@ mod tests {
     fn ids_start_at_one_and_never_skip() {
         let mut c = Channel::default();
         assert_eq!(c.newest(), 0);
-        let got: Vec<u64> = (0..10).map(|i| c.append(i, RET, frame).0).collect();
+        let got: Vec<u64> = (0..10).map(|i| c.append(i, RET, frame).msg_id).collect();
         assert_eq!(got, (1..=10).collect::<Vec<_>>());
         assert_eq!(c.newest(), 10);
     }
 
     #[test]
-    fn keeps_newest_n_and_since_is_exact() {
+    fn a_reloaded_channel_goes_on_from_its_head() {
+        let mut c = Channel::loaded(41, 0);
+        assert_eq!(c.tail_first(), 42, "nothing in memory");
+        assert_eq!(c.append(1, RET, frame).msg_id, 42);
+        assert_eq!(ids(c.tail_from(0)), vec![42]);
+    }
+
+    #[test]
+    fn keeps_newest_n_and_reports_what_expires() {
         let mut c = Channel::default();
-        for t in 0..5 {
-            c.append(t, RET, frame);
-        }
-        assert_eq!(c.retained(), 3);
-        assert_eq!(ids(c.since(0, 5, RET)), vec![3, 4, 5]);
-        assert_eq!(ids(c.since(3, 5, RET)), vec![4, 5]);
-        assert_eq!(ids(c.since(5, 5, RET)), Vec::<u64>::new());
-        assert_eq!(ids(c.since(99, 5, RET)), Vec::<u64>::new());
-        let m = c.since(4, 5, RET).next().expect("message 5");
+        let expired: Vec<Option<u64>> = (0..5).map(|t| c.append(t, RET, frame).expired).collect();
+        assert_eq!(expired, vec![None, None, None, Some(1), Some(2)]);
+        assert_eq!(c.in_memory(), 3);
+        assert_eq!(ids(c.tail_from(0)), vec![3, 4, 5]);
+        assert_eq!(ids(c.tail_from(4)), vec![4, 5]);
+        assert_eq!(ids(c.tail_from(6)), Vec::<u64>::new());
+        assert_eq!(RET.first_kept(5), 3);
+        assert_eq!(RET.first_kept(2), 1);
+        let m = c.tail_from(5).next().expect("message 5");
         assert_eq!(m.frame, frame(5));
     }
 
     #[test]
     fn expires_by_age_but_counter_survives() {
         let mut c = Channel::default();
-        c.append(0, RET, frame);
-        c.append(500, RET, frame);
-        assert_eq!(ids(c.since(0, 1_000, RET)), vec![1, 2]);
-        assert_eq!(ids(c.since(0, 1_001, RET)), vec![2]);
-        assert_eq!(ids(c.since(0, 1_501, RET)), Vec::<u64>::new());
-        assert_eq!(c.append(1_600, RET, frame).0, 3);
+        let _ = c.append(0, RET, frame);
+        let _ = c.append(500, RET, frame);
+        c.prune(1_000, RET);
+        assert_eq!(ids(c.tail_from(0)), vec![1, 2]);
+        c.prune(1_001, RET);
+        assert_eq!(ids(c.tail_from(0)), vec![2]);
+        c.prune(1_501, RET);
+        assert_eq!(c.tail_first(), 3);
+        assert_eq!(c.append(1_600, RET, frame).msg_id, 3);
     }
 
     #[test]
@@ -233,45 +262,24 @@ mod tests {
             max_age_ms: 1_000,
         };
         let mut c = Channel::default();
-        assert_eq!(c.append(0, ret, frame), (1, frame(1)));
-        assert_eq!(c.retained(), 0);
-        assert_eq!(c.append(1, ret, frame).0, 2);
+        let a = c.append(0, ret, frame);
+        assert_eq!((a.msg_id, a.frame, a.expired), (1, frame(1), Some(1)));
+        assert_eq!(c.in_memory(), 0);
+        assert_eq!(c.append(1, ret, frame).msg_id, 2);
     }
 
     #[test]
-    fn membership() {
-        let mut c = Channel::default();
-        assert!(c.is_idle());
-        assert!(c.join(7, false));
-        assert!(!c.join(7, false));
-        assert!(c.is_member(7));
-        assert!(!c.is_member(8));
-        assert!(c.leave(7));
-        assert!(!c.leave(7));
-        assert!(c.is_idle());
-    }
-
-    #[test]
-    fn online_members_are_a_subset_of_members() {
-        let mut c = Channel::default();
-        c.join(1, true);
-        c.join(2, false);
-        c.set_online(3, true);
-        let online = |c: &Channel| {
-            let mut v: Vec<u64> = c.online_members().collect();
-            v.sort_unstable();
-            v
+    fn memory_holds_at_most_the_tail() {
+        let ret = Retention {
+            max_count: 10_000,
+            max_age_ms: u64::MAX,
         };
-        assert_eq!(online(&c), vec![1], "non-members never count");
-        c.set_online(2, true);
-        c.set_online(1, false);
-        assert_eq!(online(&c), vec![2]);
-        c.leave(2);
-        assert!(online(&c).is_empty());
-        c.join(2, false);
-        assert!(
-            online(&c).is_empty(),
-            "rejoining starts from what the caller says"
-        );
+        let mut c = Channel::default();
+        for t in 0..(MEMORY_TAIL as u64 + 10) {
+            let a = c.append(t, ret, frame);
+            assert_eq!(a.expired, None);
+        }
+        assert_eq!(c.in_memory(), MEMORY_TAIL);
+        assert_eq!(c.tail_first(), 11);
     }
 }

@@ -8,6 +8,14 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 use crate::channel::Retention;
+use crate::durable::FsyncMode;
+
+/// The `data_dir` value that keeps all state in memory (not durable).
+pub const MEMORY: &str = ":memory:";
+
+/// Bytes one channel head can take in a SYNC_ACK: field tag and length
+/// (2), then `channel` and `msg_id`, each a tag and a varint of up to 10.
+pub const SYNC_ACK_BYTES_PER_HEAD: usize = 24;
 
 /// Why the configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +69,31 @@ pub struct Config {
     pub nodelay: bool,
     /// Address of the Prometheus `/metrics` endpoint; none by default.
     pub metrics: Option<SocketAddr>,
+    /// Directory of the durable state (created if missing; one logic
+    /// server per directory, enforced by `DIR/logic.lock`). `:memory:`
+    /// keeps everything in memory: NOT durable, a restart forgets all
+    /// messages, counters, dedup state and memberships (tests and
+    /// benchmarks). Default `./millgate-data`.
+    pub data_dir: PathBuf,
+    /// When a SEND is acknowledged: `batch` once the write reached the OS
+    /// (survives kill -9 and a logic crash; a power loss loses at most the
+    /// last `fsync_interval_ms`), `always` only after fdatasync (survives
+    /// power loss; group commit, each ACK waits for one sync). Default
+    /// `batch`.
+    pub fsync: FsyncMode,
+    /// In `batch` mode, the background fdatasync runs at least this often
+    /// (ms) when anything was written. Default 100.
+    pub fsync_interval_ms: u64,
+    /// Rooms one user may be in; a JOIN past it is answered TOO_LARGE.
+    /// Bounds the SYNC_ACK (24 bytes per room, plus the inbox) within the
+    /// client's maximum body: at most 2,729 with the default 65,536.
+    /// Default 1,000.
+    pub max_rooms_per_user: usize,
+    /// A loaded channel unused for this long (seconds) is evicted from
+    /// memory (its counter and newest messages reload from the store when
+    /// next used); users are evicted when their last session ends.
+    /// Checked every 5 s. Default 30.
+    pub evict_idle_secs: u64,
 }
 
 impl Default for Config {
@@ -76,6 +109,11 @@ impl Default for Config {
             max_gateway_backlog: 64 << 20,
             nodelay: true,
             metrics: None,
+            data_dir: PathBuf::from("./millgate-data"),
+            fsync: FsyncMode::Batch,
+            fsync_interval_ms: 100,
+            max_rooms_per_user: 1_000,
+            evict_idle_secs: 30,
         }
     }
 }
@@ -108,6 +146,22 @@ pub struct Cli {
     /// Prometheus endpoint address (serves GET /metrics).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
+    /// Durable state directory (`:memory:`: in memory, NOT durable).
+    #[arg(long)]
+    pub data_dir: Option<PathBuf>,
+    /// When SENDs are acknowledged: batch (written to the OS) or always
+    /// (after fdatasync).
+    #[arg(long, value_enum)]
+    pub fsync: Option<FsyncMode>,
+    /// Background fdatasync interval in batch mode, ms.
+    #[arg(long)]
+    pub fsync_interval_ms: Option<u64>,
+    /// Rooms one user may join.
+    #[arg(long)]
+    pub max_rooms_per_user: Option<usize>,
+    /// Seconds before an unused channel is evicted from memory.
+    #[arg(long)]
+    pub evict_idle_secs: Option<u64>,
 }
 
 impl Config {
@@ -135,6 +189,21 @@ impl Config {
         if cli.metrics.is_some() {
             cfg.metrics = cli.metrics;
         }
+        if let Some(v) = &cli.data_dir {
+            cfg.data_dir = v.clone();
+        }
+        if let Some(v) = cli.fsync {
+            cfg.fsync = v;
+        }
+        if let Some(v) = cli.fsync_interval_ms {
+            cfg.fsync_interval_ms = v;
+        }
+        if let Some(v) = cli.max_rooms_per_user {
+            cfg.max_rooms_per_user = v;
+        }
+        if let Some(v) = cli.evict_idle_secs {
+            cfg.evict_idle_secs = v;
+        }
         cfg.validate()?;
         Ok(cfg)
     }
@@ -157,6 +226,14 @@ impl Config {
                 "max_link_frame must exceed max_client_body + 64",
             ));
         }
+        if (self.max_rooms_per_user + 1) * SYNC_ACK_BYTES_PER_HEAD > self.max_client_body {
+            return Err(ConfigError::Invalid(
+                "max_rooms_per_user is too large: a SYNC_ACK listing every room would exceed max_client_body",
+            ));
+        }
+        if self.fsync_interval_ms == 0 {
+            return Err(ConfigError::Invalid("fsync_interval_ms must be at least 1"));
+        }
         Ok(())
     }
 
@@ -166,6 +243,11 @@ impl Config {
             0 => std::thread::available_parallelism().map_or(2, |n| n.get()),
             n => n,
         }
+    }
+
+    /// Whether state is kept in memory only (`data_dir` = `:memory:`).
+    pub fn in_memory(&self) -> bool {
+        self.data_dir.as_os_str() == MEMORY
     }
 
     /// The retention limits.
@@ -197,6 +279,35 @@ mod tests {
         assert_eq!(cfg.retention_count, 20);
         assert_eq!(cfg.retention_secs, 86_400);
         std::fs::remove_dir_all(dir).expect("cleanup");
+    }
+
+    #[test]
+    fn the_room_cap_must_keep_sync_ack_within_the_max_body() {
+        let ok = Config {
+            max_rooms_per_user: 2_729,
+            ..Config::default()
+        };
+        assert!(ok.validate().is_ok());
+        let too_many = Config {
+            max_rooms_per_user: 2_730,
+            ..Config::default()
+        };
+        assert!(too_many.validate().is_err());
+        assert_eq!(Config::default().max_rooms_per_user, 1_000);
+    }
+
+    #[test]
+    fn durable_by_default_and_memory_on_request() {
+        let cfg = Config::default();
+        assert!(!cfg.in_memory());
+        assert_eq!(cfg.fsync, FsyncMode::Batch);
+        let cfg = Config {
+            data_dir: PathBuf::from(MEMORY),
+            ..Config::default()
+        };
+        assert!(cfg.in_memory());
+        let parsed: Config = toml::from_str("fsync = \"always\"\ndata_dir = \"/x\"").expect("toml");
+        assert_eq!(parsed.fsync, FsyncMode::Always);
     }
 
     #[test]

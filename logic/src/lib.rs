@@ -128,6 +128,7 @@
 pub mod channel;
 pub mod config;
 pub mod dedup;
+pub mod durable;
 pub mod metrics;
 pub mod net;
 pub mod reply;

@@ -23,6 +23,10 @@ pub struct ShardStats {
     pushes: AtomicU64,
     duplicates: AtomicU64,
     syncs: AtomicU64,
+    users_loaded: AtomicU64,
+    channels_loaded: AtomicU64,
+    online_rooms: AtomicU64,
+    loads: AtomicU64,
 }
 
 impl ShardStats {
@@ -35,6 +39,11 @@ impl ShardStats {
         self.pushes.store(c.pushes, Relaxed);
         self.duplicates.store(c.duplicates, Relaxed);
         self.syncs.store(c.syncs, Relaxed);
+        let l = shard.loaded();
+        self.users_loaded.store(l.users as u64, Relaxed);
+        self.channels_loaded.store(l.channels as u64, Relaxed);
+        self.online_rooms.store(l.online_rooms as u64, Relaxed);
+        self.loads.store(c.loads, Relaxed);
     }
 }
 
@@ -66,7 +75,31 @@ impl Stats {
         let sum = |f: fn(&ShardStats) -> &AtomicU64| -> u64 {
             self.shards.iter().map(|s| f(s).load(Relaxed)).sum()
         };
-        let rows: [(&str, &str, &str, u64); 10] = [
+        let rows: [(&str, &str, &str, u64); 14] = [
+            (
+                "logic_users_loaded",
+                "gauge",
+                "Users in memory (online, or touched since the last sweep).",
+                sum(|s| &s.users_loaded),
+            ),
+            (
+                "logic_channels_loaded",
+                "gauge",
+                "Channels in memory (used within evict_idle_secs).",
+                sum(|s| &s.channels_loaded),
+            ),
+            (
+                "logic_online_rooms",
+                "gauge",
+                "Rooms with at least one online member.",
+                sum(|s| &s.online_rooms),
+            ),
+            (
+                "logic_store_loads_total",
+                "counter",
+                "Users, channels and devices loaded from the store.",
+                sum(|s| &s.loads),
+            ),
             (
                 "logic_sessions_routed",
                 "gauge",
@@ -76,7 +109,7 @@ impl Stats {
             (
                 "logic_messages_retained",
                 "gauge",
-                "Messages held by the stores.",
+                "Messages held in memory (the newest of each loaded channel; all retained ones are in the store).",
                 sum(|s| &s.retained),
             ),
             (

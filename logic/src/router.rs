@@ -1,6 +1,10 @@
 //! The session router, sans-io: `uin` -> live sessions (gateway, connection,
-//! device, epoch), and `uin` -> joined rooms. One shard owns the users whose
-//! uin hashes to it.
+//! device, epoch, login time), and `uin` -> joined rooms. One shard owns
+//! the users whose uin hashes to it.
+//!
+//! Memory holds the users that are online or were touched since the last
+//! sweep: the shard [`Router::load`]s a user's rooms from the store before
+//! using the entry and [`Router::evict`]s it once it has no session.
 //!
 //! Rules (PROTOCOL.md rule 3 and the link protocol's fencing):
 //! - one (`uin`, `device`) has at most one session, the one with the
@@ -113,7 +117,6 @@ impl Router {
         let removed = user.sessions.len() < before;
         if removed {
             self.sessions -= 1;
-            self.forget_if_empty(uin);
         }
         removed
     }
@@ -128,9 +131,6 @@ impl Router {
                 self.sessions -= before - user.sessions.len();
                 affected.push(*uin);
             }
-        }
-        for uin in &affected {
-            self.forget_if_empty(*uin);
         }
         affected
     }
@@ -157,15 +157,13 @@ impl Router {
         let Some(user) = self.users.get_mut(&uin) else {
             return false;
         };
-        let was = match user.rooms.binary_search(&room) {
+        match user.rooms.binary_search(&room) {
             Ok(i) => {
                 user.rooms.remove(i);
                 true
             }
             Err(_) => false,
-        };
-        self.forget_if_empty(uin);
-        was
+        }
     }
 
     /// Whether `uin` has joined `room`.
@@ -188,14 +186,44 @@ impl Router {
         self.sessions
     }
 
-    fn forget_if_empty(&mut self, uin: u64) {
-        if self
-            .users
-            .get(&uin)
-            .is_some_and(|u| u.sessions.is_empty() && u.rooms.is_empty())
-        {
-            self.users.remove(&uin);
+    /// Number of rooms `uin` has joined.
+    pub fn room_count(&self, uin: u64) -> usize {
+        self.users.get(&uin).map_or(0, |u| u.rooms.len())
+    }
+
+    /// Whether `uin`'s entry (sessions and rooms) is in memory.
+    pub fn loaded(&self, uin: u64) -> bool {
+        self.users.contains_key(&uin)
+    }
+
+    /// Puts `uin`'s rooms (read from the store, any order) in memory;
+    /// no-op if the entry is loaded.
+    pub fn load(&mut self, uin: u64, mut rooms: Vec<u64>) {
+        if let std::collections::hash_map::Entry::Vacant(e) = self.users.entry(uin) {
+            rooms.sort_unstable();
+            rooms.dedup();
+            e.insert(User {
+                sessions: Vec::new(),
+                rooms,
+            });
         }
+    }
+
+    /// Drops `uin`'s entry from memory if it has no session (its rooms
+    /// are in the store); true if it is gone.
+    pub fn evict(&mut self, uin: u64) -> bool {
+        match self.users.get(&uin) {
+            Some(u) if !u.sessions.is_empty() => false,
+            _ => {
+                self.users.remove(&uin);
+                true
+            }
+        }
+    }
+
+    /// Number of users in memory.
+    pub fn user_count(&self) -> usize {
+        self.users.len()
     }
 }
 
@@ -338,5 +366,22 @@ mod tests {
         assert!(r.leave(1, 100));
         assert!(!r.leave(1, 100));
         assert!(!r.is_member(1, 100));
+    }
+
+    #[test]
+    fn only_an_entry_without_sessions_is_evicted() {
+        let mut r = Router::default();
+        r.load(1, vec![30, 10, 20, 10]);
+        assert_eq!(r.rooms(1).collect::<Vec<_>>(), vec![10, 20, 30]);
+        r.load(1, vec![99]);
+        assert_eq!(r.room_count(1), 3, "a loaded entry is not replaced");
+        let a = s(1, 1, 1, 1);
+        let _ = r.open(1, a);
+        assert!(!r.evict(1));
+        assert!(r.close(1, a));
+        assert!(r.loaded(1), "closing keeps the entry until evicted");
+        assert!(r.evict(1));
+        assert!(!r.loaded(1));
+        assert_eq!(r.user_count(), 0);
     }
 }

@@ -10,10 +10,22 @@ use crossbeam_channel::unbounded;
 use mio::{Poll, Waker};
 
 use crate::config::Config;
+use crate::durable::Durability;
 use crate::metrics::{self, Stats};
 use crate::net::{Net, NetConfig, WAKER};
-use crate::shard::ShardConfig;
+use crate::shard::{Shard, ShardConfig};
+use crate::store::{FjallStore, MemStore, OpenError, Store};
 use crate::worker::{self, IoSender};
+
+/// Why the server did not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum StartError {
+    #[error(transparent)]
+    Store(#[from] OpenError),
+    #[error(transparent)]
+    Io(#[from] std::io::Error),
+}
 
 /// A running logic server.
 #[derive(Debug)]
@@ -23,6 +35,8 @@ pub struct Server {
     stopper: Stopper,
     net: JoinHandle<std::io::Result<()>>,
     shards: Vec<JoinHandle<()>>,
+    durability: Arc<Durability>,
+    fsync: JoinHandle<()>,
 }
 
 /// Stops a running server from any thread (e.g. a signal handler thread).
@@ -41,8 +55,22 @@ impl Stopper {
 }
 
 impl Server {
-    /// Binds and starts everything.
-    pub fn start(cfg: &Config) -> std::io::Result<Server> {
+    /// Opens the store, binds and starts everything.
+    pub fn start(cfg: &Config) -> Result<Server, StartError> {
+        let store: Arc<dyn Store> = if cfg.in_memory() {
+            tracing::warn!("--data-dir :memory: keeps all state in memory: NOT durable");
+            Arc::new(MemStore::default())
+        } else {
+            let opened = std::time::Instant::now();
+            let s = FjallStore::open(&cfg.data_dir, cfg.retention())?;
+            tracing::info!(
+                dir = %cfg.data_dir.display(),
+                ms = opened.elapsed().as_millis() as u64,
+                repaired = s.repaired.len(),
+                "store open"
+            );
+            Arc::new(s)
+        };
         let n = cfg.shard_count();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
@@ -73,16 +101,24 @@ impl Server {
             retention: cfg.retention(),
             max_send_body: cfg.max_send_body,
             max_client_body: cfg.max_client_body,
+            max_rooms_per_user: cfg.max_rooms_per_user,
+            idle_ms: cfg.evict_idle_secs.saturating_mul(1_000),
         };
+        let durability = Durability::new(cfg.fsync, store.clone(), n);
+        let fsync = durability.spawn(
+            std::time::Duration::from_millis(cfg.fsync_interval_ms),
+            txs.clone(),
+        )?;
         let mut shards = Vec::with_capacity(n);
         for (me, rx) in rxs.into_iter().enumerate() {
             let h = worker::spawn(
                 me,
-                shard_cfg,
+                Shard::new(me, shard_cfg, store.clone()),
                 rx,
                 txs.clone(),
                 io.clone(),
                 stats.shards[me].clone(),
+                durability.clone(),
             )?;
             shards.push(h);
         }
@@ -103,6 +139,8 @@ impl Server {
             stopper: Stopper { flag, waker },
             net,
             shards,
+            durability,
+            fsync,
         })
     }
 
@@ -131,6 +169,11 @@ impl Server {
             if h.join().is_err() {
                 return Err(std::io::Error::other("shard thread panicked"));
             }
+        }
+        // A last sync, so a clean stop loses nothing even in batch mode.
+        self.durability.stop();
+        if self.fsync.join().is_err() {
+            return Err(std::io::Error::other("fsync thread panicked"));
         }
         net
     }

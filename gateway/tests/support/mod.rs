@@ -239,6 +239,7 @@ impl Logic {
     pub fn start(listen: &str) -> Logic {
         let mut child = Command::new(logic_bin())
             .args(["--listen", listen, "--threads", "2"])
+            .args(["--data-dir", ":memory:"])
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -13,6 +13,7 @@ use proto::pb::{self, Status};
 
 use super::*;
 use crate::channel::inbox_of;
+use crate::store::Store;
 
 const RET: Retention = Retention {
     max_count: 100,
@@ -29,7 +30,8 @@ struct Seen {
 }
 
 pub(super) struct Harness {
-    shards: Vec<Shard>,
+    pub(super) store: Arc<crate::store::MemStore>,
+    pub(super) shards: Vec<Shard>,
     queues: Vec<VecDeque<ShardMsg>>,
     /// Decoded link output per gateway id.
     gw_out: Vec<(u64, Vec<LinkMsg>)>,
@@ -43,9 +45,13 @@ impl Harness {
             retention: RET,
             max_send_body: 100,
             max_client_body: 65_536,
+            max_rooms_per_user: 1_000,
+            idle_ms: 30_000,
         };
+        let store = Arc::new(crate::store::MemStore::default());
         Harness {
-            shards: (0..n).map(|i| Shard::new(i, cfg)).collect(),
+            shards: (0..n).map(|i| Shard::new(i, cfg, store.clone())).collect(),
+            store,
             queues: (0..n).map(|_| VecDeque::new()).collect(),
             gw_out: Vec::new(),
             now: 1_000,
@@ -86,6 +92,8 @@ impl Harness {
             while let Some(m) = self.queues[i].pop_front() {
                 self.shards[i].handle(self.now, m, &mut out);
             }
+            assert!(self.shards[i].take_fault().is_none());
+            self.store.write(&out.batch).expect("memory store");
             for (gw, mut bytes) in out.io.drain(..) {
                 let mut msgs = Vec::new();
                 while let Some(m) = link::decode(&mut bytes, 1 << 20).expect("valid link output") {

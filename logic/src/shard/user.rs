@@ -1,7 +1,12 @@
 //! The user role of a shard: session notices (router, duplicate-login
 //! kicks, presence copies for channel shards), client frames (decoding,
-//! validation, dedup, forwarding to the channel's shard) and the gathering
-//! of SYNC parts into one SYNC_ACK.
+//! validation, dedup, membership, forwarding to the channel's shard) and
+//! the gathering of SYNC parts into one SYNC_ACK.
+//!
+//! A user's entry is loaded from the store (its rooms) before it is used,
+//! and a device's dedup state before its first SEND. JOIN and LEAVE are
+//! stored here, both directions in this shard's batch, before the
+//! channel's shard hears of them.
 
 use bytes::{Bytes, BytesMut};
 use prost::Message;
@@ -14,6 +19,7 @@ use crate::channel::{ChannelKind, inbox_of, kind_of};
 use crate::dedup::{Outcome, Verdict};
 use crate::reply::{self, Origin};
 use crate::router::{Opened, Sess};
+use crate::store::Op;
 
 impl Shard {
     pub(super) fn link(&mut self, gw: u64, msg: LinkMsg, out: &mut super::Outbox) {
@@ -30,8 +36,10 @@ impl Shard {
                     device,
                     login_ms,
                 };
-                let opened = self.router.open(uin, sess);
-                self.opened(uin, opened, out);
+                if self.load_user(uin) {
+                    let opened = self.router.open(uin, sess);
+                    self.opened(uin, opened, out);
+                }
             }
             LinkMsg::Reopen {
                 session,
@@ -45,8 +53,10 @@ impl Shard {
                     device,
                     login_ms,
                 };
-                let opened = self.router.reopen(uin, sess);
-                self.opened(uin, opened, out);
+                if self.load_user(uin) {
+                    let opened = self.router.reopen(uin, sess);
+                    self.opened(uin, opened, out);
+                }
             }
             LinkMsg::Close {
                 session,
@@ -87,29 +97,33 @@ impl Shard {
         }
     }
 
-    /// Sends `uin`'s current sessions to every other shard holding one of
-    /// its rooms. Also updates the online sets of its rooms hosted here.
+    /// Sends `uin`'s current sessions, with the rooms each shard hosts,
+    /// to every other shard hosting one of its rooms, and marks it online
+    /// or offline in the rooms hosted here.
     pub(super) fn publish_presence(&mut self, uin: u64, out: &mut super::Outbox) {
-        let online = !self.router.sessions(uin).is_empty();
-        self.online_changed(uin, online);
-        let n = self.cfg.shards;
-        let mut targets: Vec<usize> = self
-            .router
-            .rooms(uin)
-            .map(|r| shard_of_channel(r, n))
-            .filter(|&t| t != self.me)
-            .collect();
-        targets.sort_unstable();
-        targets.dedup();
         let sessions = self.router.sessions(uin).to_vec();
-        for t in targets {
-            out.send(
-                t,
-                ShardMsg::Presence {
+        let online = !sessions.is_empty();
+        let n = self.cfg.shards;
+        let mut per_shard: Vec<Vec<u64>> = vec![Vec::new(); n];
+        for r in self.router.rooms(uin) {
+            per_shard[shard_of_channel(r, n)].push(r);
+        }
+        for (t, rooms) in per_shard.into_iter().enumerate() {
+            if t == self.me {
+                for r in rooms {
+                    self.online.mark(r, uin, online);
+                }
+            } else if !rooms.is_empty() {
+                let msg = ShardMsg::Presence {
                     uin,
                     sessions: sessions.clone(),
-                },
-            );
+                    rooms,
+                };
+                out.send(t, msg);
+            }
+        }
+        if !online {
+            self.idle_users.push(uin);
         }
     }
 
@@ -193,6 +207,9 @@ impl Shard {
             reply::send_ack(out.io(o.gw), &o, Status::TooLarge, ch, 0, cmid);
             return;
         }
+        if !self.load_user(o.uin) || !self.load_dedup(o.uin, o.device, out) {
+            return;
+        }
         match self.dedup.check(o.uin, o.device, cmid, (o, ch)) {
             Verdict::Duplicate { msg_id } => {
                 self.counters.duplicates += 1;
@@ -201,13 +218,13 @@ impl Shard {
             Verdict::Parked => {}
             Verdict::Proceed => {
                 if kind == ChannelKind::Room && !self.router.is_member(o.uin, ch) {
-                    let parked = self.dedup.finish(
+                    let done = self.dedup.finish(
                         o.uin,
                         o.device,
                         cmid,
                         &Outcome::Refused(Status::NotMember),
                     );
-                    debug_assert!(parked.is_empty());
+                    debug_assert!(done.parked.is_empty());
                     reply::send_ack(out.io(o.gw), &o, Status::NotMember, ch, 0, cmid);
                     return;
                 }
@@ -236,7 +253,15 @@ impl Shard {
             Ok(msg_id) => Outcome::Stored { msg_id },
             Err(status) => Outcome::Refused(status),
         };
-        for (w, ch) in self.dedup.finish(o.uin, o.device, cmid, &outcome) {
+        let done = self.dedup.finish(o.uin, o.device, cmid, &outcome);
+        if let Some(old) = done.superseded {
+            out.batch.push(Op::DropDedup {
+                uin: o.uin,
+                device: o.device,
+                cmid: old,
+            });
+        }
+        for (w, ch) in done.parked {
             let buf: &mut BytesMut = out.io(w.gw);
             match outcome {
                 Outcome::Stored { msg_id } => {
@@ -248,30 +273,59 @@ impl Shard {
         }
     }
 
+    /// Loads the dedup state of (`uin`, `device`) if needed, queueing the
+    /// removal of superseded records a crash left behind.
+    fn load_dedup(&mut self, uin: u64, device: u32, out: &mut super::Outbox) -> bool {
+        if self.dedup.has(uin, device) {
+            return true;
+        }
+        match self.store.dedup(uin, device) {
+            Ok(rec) => {
+                self.counters.loads += 1;
+                self.dedup.seed(uin, device, rec.latest);
+                for cmid in rec.stale {
+                    out.batch.push(Op::DropDedup { uin, device, cmid });
+                }
+                true
+            }
+            Err(e) => {
+                self.fail(e);
+                false
+            }
+        }
+    }
+
     fn join(&mut self, o: Origin, ch: u64, out: &mut super::Outbox) {
         match kind_of(ch) {
             ChannelKind::Invalid => reply::join_ack(out.io(o.gw), &o, Status::Invalid, ch, 0),
             ChannelKind::Inbox(_) => reply::join_ack(out.io(o.gw), &o, Status::NotMember, ch, 0),
             ChannelKind::Room => {
-                self.router.join(o.uin, ch);
-                let t = shard_of_channel(ch, self.cfg.shards);
-                if t != self.me {
-                    let sessions = self.router.sessions(o.uin).to_vec();
-                    out.send(
-                        t,
-                        ShardMsg::Presence {
-                            uin: o.uin,
-                            sessions,
-                        },
-                    );
+                if !self.load_user(o.uin) {
+                    return;
                 }
-                out.send(
-                    t,
-                    ShardMsg::Join {
-                        origin: o,
-                        channel: ch,
-                    },
-                );
+                if !self.router.is_member(o.uin, ch) {
+                    if self.router.room_count(o.uin) >= self.cfg.max_rooms_per_user {
+                        reply::join_ack(out.io(o.gw), &o, Status::TooLarge, ch, 0);
+                        return;
+                    }
+                    let _ = self.router.join(o.uin, ch);
+                    out.batch.push(Op::Join {
+                        uin: o.uin,
+                        room: ch,
+                    });
+                }
+                let t = shard_of_channel(ch, self.cfg.shards);
+                let sessions = if t == self.me {
+                    Vec::new()
+                } else {
+                    self.router.sessions(o.uin).to_vec()
+                };
+                let msg = ShardMsg::Join {
+                    origin: o,
+                    channel: ch,
+                    sessions,
+                };
+                out.send(t, msg);
             }
         }
     }
@@ -280,36 +334,31 @@ impl Shard {
         match kind_of(ch) {
             ChannelKind::Invalid => reply::leave_ack(out.io(o.gw), &o, Status::Invalid, ch),
             ChannelKind::Inbox(_) => reply::leave_ack(out.io(o.gw), &o, Status::NotMember, ch),
-            ChannelKind::Room if !self.router.leave(o.uin, ch) => {
-                reply::leave_ack(out.io(o.gw), &o, Status::NotMember, ch);
-            }
             ChannelKind::Room => {
-                let n = self.cfg.shards;
-                let t = shard_of_channel(ch, n);
-                out.send(
-                    t,
-                    ShardMsg::Leave {
-                        origin: o,
-                        channel: ch,
-                    },
-                );
-                if t != self.me
-                    && !self
-                        .router
-                        .rooms(o.uin)
-                        .any(|r| shard_of_channel(r, n) == t)
-                {
-                    let forget = ShardMsg::Presence {
-                        uin: o.uin,
-                        sessions: Vec::new(),
-                    };
-                    out.send(t, forget);
+                if !self.load_user(o.uin) {
+                    return;
                 }
+                if !self.router.leave(o.uin, ch) {
+                    reply::leave_ack(out.io(o.gw), &o, Status::NotMember, ch);
+                    return;
+                }
+                out.batch.push(Op::Leave {
+                    uin: o.uin,
+                    room: ch,
+                });
+                let msg = ShardMsg::Leave {
+                    origin: o,
+                    channel: ch,
+                };
+                out.send(shard_of_channel(ch, self.cfg.shards), msg);
             }
         }
     }
 
     fn sync(&mut self, o: Origin, req: pb::SyncReq, out: &mut super::Outbox) {
+        if !self.load_user(o.uin) {
+            return;
+        }
         self.counters.syncs += 1;
         let n = self.cfg.shards;
         let mut parts: Vec<Vec<(u64, Option<u64>)>> = vec![Vec::new(); n];

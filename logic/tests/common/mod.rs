@@ -30,12 +30,17 @@ pub struct Logic {
     child: Option<Child>,
     pub addr: SocketAddr,
     pub metrics: SocketAddr,
+    /// The server's data directory, removed on drop.
+    _data: tempfile::TempDir,
 }
 
 impl Logic {
     /// Starts the binary with two shards, ephemeral ports and `extra` flags.
     pub fn start(extra: &[&str]) -> Logic {
+        let data = tempfile::tempdir().expect("data dir");
         let mut child = Command::new(env!("CARGO_BIN_EXE_logic"))
+            .arg("--data-dir")
+            .arg(data.path())
             .args([
                 "--listen",
                 "127.0.0.1:0",
@@ -65,6 +70,7 @@ impl Logic {
             child: Some(child),
             addr,
             metrics,
+            _data: data,
         }
     }
 
