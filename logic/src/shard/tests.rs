@@ -29,13 +29,28 @@ struct Seen {
     body: Bytes,
 }
 
+/// One turn's outputs, held until "durable" as a worker holds them.
+struct Held {
+    io: Vec<(u64, BytesMut)>,
+    to_shard: Vec<Vec<ShardMsg>>,
+}
+
+/// Several shards wired together in one thread, driven like the workers
+/// drive them: a turn handles queued messages, writes its batch to the
+/// store and holds its outputs; a release delivers the oldest held turn
+/// (as a completed sync would). [`Harness::link`] runs to quiescence;
+/// [`Harness::inject`], [`Harness::turn`] and [`Harness::release`] let a
+/// test choose the interleaving.
 pub(super) struct Harness {
     pub(super) store: Arc<crate::store::MemStore>,
     pub(super) shards: Vec<Shard>,
-    queues: Vec<VecDeque<ShardMsg>>,
+    cfg: ShardConfig,
+    /// Queued messages per shard, in the batches they were sent in.
+    queues: Vec<VecDeque<Vec<ShardMsg>>>,
+    held: Vec<VecDeque<Held>>,
     /// Decoded link output per gateway id.
     gw_out: Vec<(u64, Vec<LinkMsg>)>,
-    now: u64,
+    pub(super) now: u64,
 }
 
 impl Harness {
@@ -52,18 +67,20 @@ impl Harness {
         Harness {
             shards: (0..n).map(|i| Shard::new(i, cfg, store.clone())).collect(),
             store,
+            cfg,
             queues: (0..n).map(|_| VecDeque::new()).collect(),
+            held: (0..n).map(|_| VecDeque::new()).collect(),
             gw_out: Vec::new(),
             now: 1_000,
         }
     }
 
-    fn n(&self) -> usize {
+    pub(super) fn n(&self) -> usize {
         self.shards.len()
     }
 
-    /// Feeds a link message from gateway `gw` and runs to quiescence.
-    pub(super) fn link(&mut self, gw: u64, msg: LinkMsg) {
+    /// Queues a link message from gateway `gw` without running anything.
+    pub(super) fn inject(&mut self, gw: u64, msg: LinkMsg) {
         let uin = match &msg {
             LinkMsg::Open { uin, .. }
             | LinkMsg::Reopen { uin, .. }
@@ -72,41 +89,108 @@ impl Harness {
             other => panic!("not routed by uin: {other:?}"),
         };
         let to = shard_of_uin(uin, self.n());
-        self.queues[to].push_back(ShardMsg::Link { gw, msg });
+        self.queues[to].push_back(vec![ShardMsg::Link { gw, msg }]);
+    }
+
+    /// Feeds a link message from gateway `gw` and runs to quiescence.
+    pub(super) fn link(&mut self, gw: u64, msg: LinkMsg) {
+        self.inject(gw, msg);
         self.run();
+    }
+
+    /// Queues a gateway-down notice to every shard without running.
+    pub(super) fn inject_gateway_down(&mut self, gw: u64) {
+        for q in &mut self.queues {
+            q.push_back(vec![ShardMsg::GatewayDown { gw }]);
+        }
     }
 
     pub(super) fn gateway_down(&mut self, gw: u64) {
-        for q in &mut self.queues {
-            q.push_back(ShardMsg::GatewayDown { gw });
-        }
+        self.inject_gateway_down(gw);
         self.run();
     }
 
-    fn run(&mut self) {
-        loop {
-            let Some(i) = (0..self.n()).find(|&i| !self.queues[i].is_empty()) else {
-                return;
+    /// Runs one turn of shard `i` over up to `batches` queued batches;
+    /// false if it had nothing queued.
+    pub(super) fn turn(&mut self, i: usize, batches: usize) -> bool {
+        if self.queues[i].is_empty() {
+            return false;
+        }
+        let mut out = Outbox::new(i, self.n());
+        for _ in 0..batches.max(1) {
+            let Some(msgs) = self.queues[i].pop_front() else {
+                break;
             };
-            let mut out = Outbox::new(i, self.n());
-            while let Some(m) = self.queues[i].pop_front() {
+            for m in msgs {
                 self.shards[i].handle(self.now, m, &mut out);
             }
-            assert!(self.shards[i].take_fault().is_none());
-            self.store.write(&out.batch).expect("memory store");
-            for (gw, mut bytes) in out.io.drain(..) {
-                let mut msgs = Vec::new();
-                while let Some(m) = link::decode(&mut bytes, 1 << 20).expect("valid link output") {
-                    msgs.push(m);
+        }
+        assert!(self.shards[i].take_fault().is_none());
+        self.store.write(&out.batch).expect("memory store");
+        self.held[i].push_back(Held {
+            io: std::mem::take(&mut out.io),
+            to_shard: std::mem::take(&mut out.to_shard),
+        });
+        true
+    }
+
+    /// Delivers shard `i`'s oldest held turn; false if none was held.
+    pub(super) fn release(&mut self, i: usize) -> bool {
+        let Some(h) = self.held[i].pop_front() else {
+            return false;
+        };
+        for (gw, mut bytes) in h.io {
+            let mut msgs = Vec::new();
+            while let Some(m) = link::decode(&mut bytes, 1 << 20).expect("valid link output") {
+                msgs.push(m);
+            }
+            assert!(bytes.is_empty());
+            match self.gw_out.iter_mut().find(|(g, _)| *g == gw) {
+                Some((_, v)) => v.extend(msgs),
+                None => self.gw_out.push((gw, msgs)),
+            }
+        }
+        for (t, msgs) in h.to_shard.into_iter().enumerate() {
+            if !msgs.is_empty() {
+                self.queues[t].push_back(msgs);
+            }
+        }
+        true
+    }
+
+    /// Runs every shard's sweep (eviction) at the current time.
+    pub(super) fn sweep(&mut self) {
+        let now = self.now;
+        for s in &mut self.shards {
+            s.sweep(now);
+        }
+    }
+
+    /// A crash: every shard's memory, queue and held output is lost; the
+    /// store keeps what was written. Fresh shards start on it.
+    pub(super) fn crash(&mut self) {
+        let (n, cfg) = (self.n(), self.cfg);
+        self.shards = (0..n)
+            .map(|i| Shard::new(i, cfg, self.store.clone()))
+            .collect();
+        self.queues.iter_mut().for_each(VecDeque::clear);
+        self.held.iter_mut().for_each(VecDeque::clear);
+    }
+
+    /// Runs turns and releases until nothing is queued or held.
+    pub(super) fn run(&mut self) {
+        loop {
+            let mut progress = false;
+            for i in 0..self.n() {
+                while self.turn(i, usize::MAX) {
+                    progress = true;
                 }
-                assert!(bytes.is_empty());
-                match self.gw_out.iter_mut().find(|(g, _)| *g == gw) {
-                    Some((_, v)) => v.extend(msgs),
-                    None => self.gw_out.push((gw, msgs)),
+                while self.release(i) {
+                    progress = true;
                 }
             }
-            for (t, msgs) in out.to_shard.iter_mut().enumerate() {
-                self.queues[t].extend(msgs.drain(..));
+            if !progress {
+                return;
             }
         }
     }
