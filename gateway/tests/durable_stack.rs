@@ -66,7 +66,12 @@ fn send(c: &mut Client, seq: u32, channel: u64, cmid: u64, body: &str) -> pb::Se
 
 /// SYNC until answered (UNAVAILABLE while the logic server is down or the
 /// session not yet re-announced); the PUSHes for `channel` and the heads.
-fn sync(c: &mut Client, seq: u32, heads: &[(u64, u64)], channel: u64) -> (Vec<pb::Push>, Vec<(u64, u64)>) {
+fn sync(
+    c: &mut Client,
+    seq: u32,
+    heads: &[(u64, u64)],
+    channel: u64,
+) -> (Vec<pb::Push>, Vec<(u64, u64)>) {
     let deadline = Instant::now() + Duration::from_secs(20);
     let req = pb::SyncReq {
         heads: heads
@@ -142,11 +147,19 @@ fn a_killed_logic_server_comes_back_with_everything_and_no_client_reconnects() {
     // Bob, still on his first connection, catches up from zero.
     let (pushes, heads) = sync(&mut bob, 300, &[(room, 0), (INBOX | 32, 0)], room);
     let ids: Vec<u64> = pushes.iter().map(|p| p.msg_id).collect();
-    assert_eq!(ids, (1..=10).collect::<Vec<_>>(), "every acked room message");
+    assert_eq!(
+        ids,
+        (1..=10).collect::<Vec<_>>(),
+        "every acked room message"
+    );
     assert_eq!(pushes[9].body, Bytes::from_static(b"r10"));
     let mut heads = heads;
     heads.sort_unstable();
-    assert_eq!(heads, vec![(room, 10), (INBOX | 32, 1)], "membership and heads kept");
+    assert_eq!(
+        heads,
+        vec![(room, 10), (INBOX | 32, 1)],
+        "membership and heads kept"
+    );
     // Alice: a retry of her last SEND is a DUPLICATE with its id; the next
     // message gets newest + 1 and reaches bob live.
     let (_, _) = sync(&mut alice, 301, &[], room);

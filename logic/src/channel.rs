@@ -64,7 +64,7 @@ impl Retention {
 
 /// Most messages of one channel kept in memory for SYNC and re-delivery;
 /// older retained ones are read from the store.
-pub const MEMORY_TAIL: usize = 256;
+pub const MEMORY_TAIL: usize = 64;
 
 /// A stored message: its id, when it was stored, and its PUSH frame.
 #[derive(Debug, Clone)]

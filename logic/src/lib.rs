@@ -8,19 +8,59 @@
 //!
 //! | module | owns | io? |
 //! |--------|------|-----|
-//! | [`channel`] | one channel: `msg_id` counter (rule 6), room members, retained PUSH frames (rule 9) | no |
+//! | [`channel`] | channel ids; one loaded channel: `msg_id` counter (rule 6), newest PUSH frames (rule 9) | no |
 //! | [`dedup`] | per (`uin`, `device`) "latest" `client_msg_id` and in-flight SENDs (rule 7) | no |
-//! | [`router`] | `uin` -> sessions with fencing epochs, duplicate-login kicks (rule 3), joined rooms | no |
-//! | [`shard`] | one shard: the above glued into a message-in / outputs-out state machine | no |
+//! | [`router`] | `uin` -> sessions with login times, duplicate-login kicks (rule 3), joined rooms | no |
+//! | [`shard`] | one shard: the above glued into a message-in / outputs-out state machine; the online index | no |
+//! | [`store`] | the durable state behind one trait: [`store::FjallStore`] on disk, [`store::MemStore`] | disk |
+//! | [`durable`] | when a written batch counts as durable (`--fsync`), the group-commit sync thread | thread |
 //! | [`reply`] | encoding client frames into link frames | no |
-//! | [`worker`] | a shard's thread and its crossbeam queues | threads |
+//! | [`worker`] | a shard's thread: turns, store writes, outputs held until durable | threads |
 //! | [`net`] | the mio loop: link listener and gateway connections | sockets |
 //! | [`metrics`] | counters and the `/metrics` HTTP endpoint | socket |
 //! | [`config`], [`server`] | settings (defaults, TOML, flags) and wiring | - |
 //!
 //! Everything that decides anything is sans-io and takes time as an
 //! argument; `shard::tests` runs whole flows over several shards in one
-//! thread, and `tests/link.rs` runs the binary against fake gateways.
+//! thread (with the turns, releases and crashes chosen by proptest in
+//! `shard::prop_tests`), and `tests/` runs the binary against fake
+//! gateways, killing it with SIGKILL in `tests/durable.rs` and
+//! `tests/crash_loop.rs`.
+//!
+//! # Durability (issue 11)
+//!
+//! State lives in an embedded store, `--data-dir DIR` (default
+//! `./millgate-data`, created if missing; `DIR/logic.lock` keeps a second
+//! server off it). fjall 3 was chosen by measurement (see [`store`] for the
+//! figures, the key layout and the interface later backends implement).
+//! `--data-dir :memory:` keeps everything in memory: **not durable**, for
+//! tests and benchmarks only.
+//!
+//! Each shard turn writes one batch (messages, heads, dedup records,
+//! membership) and its outputs, SEND_ACKs and PUSHes and JOIN_ACKs and
+//! messages to other shards alike, are released only once that batch is
+//! durable in the configured sense, so no client ever sees an id a crash
+//! could give to another body:
+//!
+//! - `--fsync batch` (default): once the batch reached the OS (it
+//!   survives kill -9 and any logic crash); a background fdatasync runs at
+//!   least every `--fsync-interval-ms` (100), which bounds what a power
+//!   loss or kernel crash can take.
+//! - `--fsync always`: once an fdatasync covers the batch (it survives a
+//!   power loss). Group commit: one fdatasync covers every shard's batches
+//!   written before it started, and a shard goes on with its next turns
+//!   while the sync runs, releasing outputs in turn order.
+//!
+//! What survives a crash: every acknowledged message (channel, id, sender,
+//! device, time, body: the stored PUSH frame), each channel's newest id,
+//! each device's dedup latest, both directions of room membership. Not the
+//! router: the gateways re-announce live sessions (`Reopen`). A torn
+//! journal tail is cut off at start; corruption in the middle refuses to
+//! start naming the file ([`store`]). A failing store stops the process
+//! (fail-stop): nothing unstored is ever acknowledged.
+//!
+//! Restart reads no message: fjall replays at most its journals (64 MiB)
+//! and every head, membership and dedup record is read when first needed.
 //!
 //! # Threads and sharding
 //!
@@ -45,27 +85,42 @@
 //!   kicked with a `Kick` to whichever gateway holds it. The uin's current
 //!   session list is then copied (*presence*) to every other shard holding
 //!   one of its rooms, so that fan-out is local to the channel's shard.
+//! - **Open / Reopen** load the user's rooms from the store (if not in
+//!   memory) before routing; the presence copy lists, per shard, the rooms
+//!   it hosts, and each channel shard keeps only the *online* members of
+//!   its rooms (`shard/online.rs`), so fan-out never touches an offline
+//!   member and memory follows who is online.
 //! - **SEND**: the uin's shard validates (channel 0 INVALID, body over
-//!   `max_send_body` TOO_LARGE, room not joined NOT_MEMBER) and runs dedup;
-//!   a new SEND goes to the channel's shard, which assigns the next
-//!   `msg_id`, encodes the PUSH frame once, stores it, answers SEND_ACK(OK)
-//!   (so the ACK is always after the store), and fans out: one `Deliver`
-//!   per gateway holding recipients, listing that gateway's sessions. It
-//!   then reports the outcome back to the uin's shard, which advances
-//!   "latest" only for stored messages and answers retries that arrived
-//!   while the original was in flight.
+//!   `max_send_body` TOO_LARGE, room not joined NOT_MEMBER) and runs dedup
+//!   (loading the device's latest from the store first); a new SEND goes
+//!   to the channel's shard, which assigns the next `msg_id`, encodes the
+//!   PUSH frame once, puts message, head and dedup record in its turn's
+//!   batch (plus the delete of the message the count limit drops), answers
+//!   SEND_ACK(OK) and fans out: one `Deliver` per gateway holding
+//!   recipients, listing that gateway's sessions; all of it released once
+//!   the batch is durable. It then reports the outcome back to the uin's
+//!   shard, which advances "latest" only for stored messages, drops the
+//!   superseded dedup record, and answers retries that arrived while the
+//!   original was in flight.
 //! - **Order (rule 8)**: all PUSHes of a channel are produced by its one
 //!   shard, in `msg_id` order, through one FIFO to the network thread and
 //!   one connection per gateway.
-//! - **JOIN / LEAVE**: the uin's shard updates its room index (JOIN/LEAVE
-//!   of an inbox is NOT_MEMBER, of channel 0 INVALID, LEAVE of a room not
-//!   joined NOT_MEMBER; JOIN of a joined room is OK), copies presence if
-//!   needed, and the channel's shard updates the members and answers with
-//!   the channel's newest id.
+//! - **JOIN / LEAVE**: the uin's shard updates its room index and stores
+//!   both directions (user -> rooms, room -> members) in its batch (JOIN/
+//!   LEAVE of an inbox is NOT_MEMBER, of channel 0 INVALID, LEAVE of a room
+//!   not joined NOT_MEMBER; JOIN of a joined room is OK; a JOIN past
+//!   `max_rooms_per_user`, default 1,000, is TOO_LARGE); the channel's
+//!   shard then counts the user online or offline there (one set update:
+//!   a JOIN costs the same for the first and the thousandth room) and
+//!   answers with the channel's newest id.
 //! - **SYNC**: the uin's shard splits the user's channels (joined rooms and
 //!   the inbox) by shard and sends each shard its part; each pushes the
-//!   retained messages after the listed heads, in order, and reports its
-//!   heads; the uin's shard answers SYNC_ACK once all parts are in. Because
+//!   retained messages after the listed heads, in order (the newest 64
+//!   from memory, older ones from the store), and reports its heads; the
+//!   uin's shard answers SYNC_ACK once all parts are in. With the room cap
+//!   a SYNC_ACK is at most 24 bytes x 1,001 = 24,024 bytes, within the
+//!   client's 65,536-byte maximum body (the config refuses a cap above
+//!   2,729). Because
 //!   a shard flushes link output before peer messages and the queue to the
 //!   network thread is one FIFO, the SYNC_ACK always follows the PUSHes.
 //! - **Gateway down**: when a gateway's last link connection closes, every
@@ -77,15 +132,20 @@
 //!
 //! # Limits and choices
 //!
-//! - State is in memory only: a restarted logic server starts from empty
-//!   (counters from 1 again); gateways re-announce their sessions.
-//! - A user's router entry (rooms and dedup state) outlives their
-//!   sessions, so a retry after reconnecting is still deduplicated.
+//! - Memory is bounded by what is active: a user's router entry and dedup
+//!   state are evicted at the first sweep (every 5 s) after their last
+//!   session ends and no SEND of theirs is in flight; a channel after
+//!   `--evict-idle-secs` (30) unused. Both reload from the store, so a
+//!   retry after reconnecting is still deduplicated.
 //! - Shard queues are unbounded (bounded queues between shards that send
 //!   to each other can deadlock); the backstop is per gateway: a gateway
 //!   whose unsent backlog exceeds `max_gateway_backlog` is disconnected as
 //!   a slow consumer, and its sessions catch up with SYNC.
-//! - Retention is applied on every store and SYNC and swept every 5 s.
+//! - Retention (rule 9) on disk: the message the count limit drops is
+//!   deleted in the same batch as the new one (a point delete, no scan),
+//!   and messages past the age limit are dropped by a compaction filter
+//!   as fjall compacts in the background; reads filter by age too, so
+//!   nothing expired is ever served.
 //!
 //! # Measured
 //!

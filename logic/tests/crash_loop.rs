@@ -236,7 +236,11 @@ fn sigkill_at_random_moments_loses_and_duplicates_nothing() {
     let dir = tempfile::tempdir().expect("dir");
     // Retention above anything the run can store, so SYNC shows all.
     let flags = |k: u32| -> Vec<&'static str> {
-        let mode = if k.is_multiple_of(2) { "batch" } else { "always" };
+        let mode = if k.is_multiple_of(2) {
+            "batch"
+        } else {
+            "always"
+        };
         vec!["--fsync", mode, "--retention-count", "1000000"]
     };
     let mut logic = Durable::start(dir.path(), "127.0.0.1:0", &flags(0));
