@@ -80,9 +80,6 @@ pub struct Stored {
 pub struct Appended {
     pub msg_id: u64,
     pub frame: Bytes,
-    /// The message that the count limit now drops (to delete from the
-    /// store), if any.
-    pub expired: Option<u64>,
 }
 
 /// One loaded channel: its counter and the newest messages (at most
@@ -141,14 +138,7 @@ impl Channel {
         });
         self.touch(now_ms);
         self.prune(now_ms, ret);
-        let expired = msg_id
-            .checked_sub(ret.max_count as u64)
-            .filter(|&id| id > 0);
-        Appended {
-            msg_id,
-            frame,
-            expired,
-        }
+        Appended { msg_id, frame }
     }
 
     /// Drops from memory what retention no longer allows and what is past
@@ -227,10 +217,11 @@ mod tests {
     }
 
     #[test]
-    fn keeps_newest_n_and_reports_what_expires() {
+    fn keeps_newest_n_in_memory() {
         let mut c = Channel::default();
-        let expired: Vec<Option<u64>> = (0..5).map(|t| c.append(t, RET, frame).expired).collect();
-        assert_eq!(expired, vec![None, None, None, Some(1), Some(2)]);
+        for t in 0..5 {
+            let _ = c.append(t, RET, frame);
+        }
         assert_eq!(c.in_memory(), 3);
         assert_eq!(ids(c.tail_from(0)), vec![3, 4, 5]);
         assert_eq!(ids(c.tail_from(4)), vec![4, 5]);
@@ -263,7 +254,7 @@ mod tests {
         };
         let mut c = Channel::default();
         let a = c.append(0, ret, frame);
-        assert_eq!((a.msg_id, a.frame, a.expired), (1, frame(1), Some(1)));
+        assert_eq!((a.msg_id, a.frame), (1, frame(1)));
         assert_eq!(c.in_memory(), 0);
         assert_eq!(c.append(1, ret, frame).msg_id, 2);
     }
@@ -276,8 +267,7 @@ mod tests {
         };
         let mut c = Channel::default();
         for t in 0..(MEMORY_TAIL as u64 + 10) {
-            let a = c.append(t, ret, frame);
-            assert_eq!(a.expired, None);
+            let _ = c.append(t, ret, frame);
         }
         assert_eq!(c.in_memory(), MEMORY_TAIL);
         assert_eq!(c.tail_first(), 11);

@@ -12,10 +12,15 @@
 //! finishes: DUPLICATE with the original's `msg_id` if it was stored, or
 //! the original's refusal otherwise. Nothing is ever stored twice.
 //!
-//! Durability: the channel's shard stores a dedup record with each message
-//! (in the same batch), and [`Dedup::finish`] names the record a newer one
-//! superseded, for the uin's shard to drop; after a restart or an eviction
-//! the device is [`Dedup::seed`]ed from the largest stored record.
+//! A SEND below one still in flight is parked behind it (a client that
+//! breaks rule 7's increasing ids gets the answer the sequential order
+//! gives: DUPLICATE 0 once the larger one is stored), so the SENDs of one
+//! device leave here in increasing `client_msg_id` order.
+//!
+//! Durability: the channel's shard stores the device's latest with each
+//! message (in the same batch, one record per channel shard); after a
+//! restart or an eviction the device is [`Dedup::seed`]ed from the largest
+//! stored record.
 
 use std::collections::HashMap;
 
@@ -38,25 +43,15 @@ pub enum Outcome<S> {
     Refused(S),
 }
 
-/// What [`Dedup::finish`] hands back.
-#[derive(Debug)]
-#[must_use]
-pub struct Finished<W> {
-    /// Retries parked on the SEND, to answer from its outcome.
-    pub parked: Vec<W>,
-    /// A stored `client_msg_id` that is no longer "latest" (the previous
-    /// latest, or this one if a larger one was stored first): its record
-    /// can be dropped from the store.
-    pub superseded: Option<u64>,
-}
-
 #[derive(Debug)]
 struct Device<W> {
     device: u32,
     /// (client_msg_id, msg_id) of the highest stored SEND.
     latest: Option<(u64, u64)>,
-    /// In-flight client_msg_ids and the retries parked on each.
-    inflight: Vec<(u64, Vec<W>)>,
+    /// In-flight client_msg_ids (increasing) and the SENDs parked on each:
+    /// retries of it, and lower ids that arrived while it was in flight,
+    /// each with its own client_msg_id.
+    inflight: Vec<(u64, Vec<(u64, W)>)>,
 }
 
 /// Dedup state of many devices, grouped by uin so that a user's state
@@ -122,43 +117,39 @@ impl<W> Dedup<W> {
                 return Verdict::Duplicate { msg_id: 0 };
             }
         }
-        if let Some((_, parked)) = d.inflight.iter_mut().find(|(id, _)| *id == cmid) {
-            parked.push(waiter);
+        // The same id in flight, or a larger one: wait for it.
+        if let Some((_, parked)) = d.inflight.iter_mut().rev().find(|(id, _)| *id >= cmid) {
+            parked.push((cmid, waiter));
             return Verdict::Parked;
         }
         d.inflight.push((cmid, Vec::new()));
         Verdict::Proceed
     }
 
-    /// Ends the in-flight SEND `cmid`: returns the retries parked on it and
-    /// the record it superseded.
+    /// Ends the in-flight SEND `cmid`: returns the SENDs parked on it, each
+    /// with its client_msg_id (a retry of `cmid` is answered with the
+    /// outcome, DUPLICATE and the original id if stored; a lower id with
+    /// DUPLICATE 0 if stored, the same refusal otherwise).
     pub fn finish<S>(
         &mut self,
         uin: u64,
         device: u32,
         cmid: u64,
         outcome: &Outcome<S>,
-    ) -> Finished<W> {
-        let mut done = Finished {
-            parked: Vec::new(),
-            superseded: None,
-        };
+    ) -> Vec<(u64, W)> {
         let Some(d) = self.device(uin, device) else {
-            return done;
+            return Vec::new();
         };
-        if let Some(i) = d.inflight.iter().position(|(id, _)| *id == cmid) {
-            done.parked = d.inflight.swap_remove(i).1;
+        let parked = match d.inflight.iter().position(|(id, _)| *id == cmid) {
+            Some(i) => d.inflight.remove(i).1,
+            None => Vec::new(),
+        };
+        if let Outcome::Stored { msg_id } = *outcome
+            && d.latest.is_none_or(|(latest, _)| cmid > latest)
+        {
+            d.latest = Some((cmid, msg_id));
         }
-        if let Outcome::Stored { msg_id } = *outcome {
-            match d.latest {
-                Some((latest, _)) if latest >= cmid => done.superseded = Some(cmid),
-                prev => {
-                    done.superseded = prev.map(|(c, _)| c);
-                    d.latest = Some((cmid, msg_id));
-                }
-            }
-        }
-        done
+        parked
     }
 
     /// Whether any SEND of `uin` is in flight.
@@ -195,8 +186,7 @@ mod tests {
         let mut d = D::default();
         assert_eq!(d.check(1, 1, 10, "a"), Verdict::Proceed);
         let f = d.finish::<()>(1, 1, 10, &Outcome::Stored { msg_id: 5 });
-        assert!(f.parked.is_empty());
-        assert_eq!(f.superseded, None);
+        assert!(f.is_empty());
         assert_eq!(d.check(1, 1, 10, "b"), Verdict::Duplicate { msg_id: 5 });
         assert_eq!(d.check(1, 1, 9, "c"), Verdict::Duplicate { msg_id: 0 });
         assert_eq!(d.check(1, 1, 11, "d"), Verdict::Proceed);
@@ -229,31 +219,28 @@ mod tests {
         assert_eq!(d.check(1, 1, 10, "retry1"), Verdict::Parked);
         assert_eq!(d.check(1, 1, 10, "retry2"), Verdict::Parked);
         let f = d.finish::<()>(1, 1, 10, &Outcome::Stored { msg_id: 3 });
-        assert_eq!(f.parked, vec!["retry1", "retry2"]);
+        assert_eq!(f, vec![(10, "retry1"), (10, "retry2")]);
         assert_eq!(d.check(1, 1, 10, "late"), Verdict::Duplicate { msg_id: 3 });
     }
 
     #[test]
-    fn latest_is_the_highest_stored_even_out_of_order() {
+    fn a_lower_id_waits_for_a_larger_one_in_flight() {
         let mut d = D::default();
         assert_eq!(d.check(1, 1, 20, "a"), Verdict::Proceed);
-        assert_eq!(d.check(1, 1, 10, "b"), Verdict::Proceed);
+        assert_eq!(d.check(1, 1, 10, "b"), Verdict::Parked, "not sent ahead");
         let f = d.finish::<()>(1, 1, 20, &Outcome::Stored { msg_id: 2 });
-        assert_eq!(f.superseded, None);
-        let f = d.finish::<()>(1, 1, 10, &Outcome::Stored { msg_id: 1 });
-        assert_eq!(f.superseded, Some(10), "smaller than latest: dropped");
+        assert_eq!(f, vec![(10, "b")], "answered DUPLICATE 0 by the caller");
         assert_eq!(d.check(1, 1, 20, "c"), Verdict::Duplicate { msg_id: 2 });
         assert_eq!(d.check(1, 1, 10, "d"), Verdict::Duplicate { msg_id: 0 });
     }
 
     #[test]
-    fn the_previous_latest_is_superseded() {
+    fn a_seeded_latest_counts() {
         let mut d = D::default();
         d.seed(1, 1, Some((7, 70)));
         assert_eq!(d.check(1, 1, 7, "a"), Verdict::Duplicate { msg_id: 70 });
-        assert_eq!(d.check(1, 1, 8, "b"), Verdict::Proceed);
-        let f = d.finish::<()>(1, 1, 8, &Outcome::Stored { msg_id: 71 });
-        assert_eq!(f.superseded, Some(7));
+        assert_eq!(d.check(1, 1, 6, "b"), Verdict::Duplicate { msg_id: 0 });
+        assert_eq!(d.check(1, 1, 8, "c"), Verdict::Proceed);
     }
 
     #[test]

@@ -59,7 +59,7 @@ impl Server {
     pub fn start(cfg: &Config) -> Result<Server, StartError> {
         let store: Arc<dyn Store> = if cfg.in_memory() {
             tracing::warn!("--data-dir :memory: keeps all state in memory: NOT durable");
-            Arc::new(MemStore::default())
+            Arc::new(MemStore::new(cfg.retention()))
         } else {
             let opened = std::time::Instant::now();
             let s = FjallStore::open(&cfg.data_dir, cfg.retention())?;

@@ -135,7 +135,7 @@ fn run(
             if let Err(e) = durability.store().write(&out.batch) {
                 fatal(&format!("shard {me}: store write failed: {e}"));
             }
-            out.batch.ops.clear();
+            out.batch.clear();
             last_ticket = durability.wrote();
         }
         // Published before the flush, so whoever sees this turn's output

@@ -1,5 +1,6 @@
 //! The channel role of a shard: storing a SEND (next `msg_id`, the message,
-//! head and dedup record in this turn's batch, SEND_ACK), fanning the PUSH
+//! head and this shard's dedup record of the device in this turn's batch,
+//! SEND_ACK), fanning the PUSH
 //! out (one `Deliver` per gateway holding online members, the frame
 //! encoded once), the online side of JOIN/LEAVE, and the PUSHes and heads
 //! of a SYNC part (the newest from memory, older ones from the store).
@@ -47,15 +48,10 @@ impl Shard {
         out.batch.push(Op::Dedup {
             uin: o.uin,
             device: o.device,
+            shard: me as u16,
             cmid,
             msg_id,
         });
-        if let Some(old) = a.expired {
-            out.batch.push(Op::DropMessage {
-                channel: ch,
-                msg_id: old,
-            });
-        }
         self.counters.stored += 1;
         reply::send_ack(out.io(o.gw), &o, Status::Ok, ch, msg_id, cmid);
 

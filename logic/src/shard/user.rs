@@ -207,7 +207,7 @@ impl Shard {
             reply::send_ack(out.io(o.gw), &o, Status::TooLarge, ch, 0, cmid);
             return;
         }
-        if !self.load_user(o.uin) || !self.load_dedup(o.uin, o.device, out) {
+        if !self.load_user(o.uin) || !self.load_dedup(o.uin, o.device) {
             return;
         }
         match self.dedup.check(o.uin, o.device, cmid, (o, ch)) {
@@ -224,7 +224,7 @@ impl Shard {
                         cmid,
                         &Outcome::Refused(Status::NotMember),
                     );
-                    debug_assert!(done.parked.is_empty());
+                    debug_assert!(done.is_empty());
                     reply::send_ack(out.io(o.gw), &o, Status::NotMember, ch, 0, cmid);
                     return;
                 }
@@ -253,39 +253,28 @@ impl Shard {
             Ok(msg_id) => Outcome::Stored { msg_id },
             Err(status) => Outcome::Refused(status),
         };
-        let done = self.dedup.finish(o.uin, o.device, cmid, &outcome);
-        if let Some(old) = done.superseded {
-            out.batch.push(Op::DropDedup {
-                uin: o.uin,
-                device: o.device,
-                cmid: old,
-            });
-        }
-        for (w, ch) in done.parked {
+        for (c, (w, ch)) in self.dedup.finish(o.uin, o.device, cmid, &outcome) {
             let buf: &mut BytesMut = out.io(w.gw);
             match outcome {
                 Outcome::Stored { msg_id } => {
                     self.counters.duplicates += 1;
-                    reply::send_ack(buf, &w, Status::Duplicate, ch, msg_id, cmid);
+                    let id = if c == cmid { msg_id } else { 0 };
+                    reply::send_ack(buf, &w, Status::Duplicate, ch, id, c);
                 }
-                Outcome::Refused(status) => reply::send_ack(buf, &w, status, ch, 0, cmid),
+                Outcome::Refused(status) => reply::send_ack(buf, &w, status, ch, 0, c),
             }
         }
     }
 
-    /// Loads the dedup state of (`uin`, `device`) if needed, queueing the
-    /// removal of superseded records a crash left behind.
-    fn load_dedup(&mut self, uin: u64, device: u32, out: &mut super::Outbox) -> bool {
+    /// Loads the dedup state of (`uin`, `device`) if needed.
+    fn load_dedup(&mut self, uin: u64, device: u32) -> bool {
         if self.dedup.has(uin, device) {
             return true;
         }
         match self.store.dedup(uin, device) {
             Ok(rec) => {
                 self.counters.loads += 1;
-                self.dedup.seed(uin, device, rec.latest);
-                for cmid in rec.stale {
-                    out.batch.push(Op::DropDedup { uin, device, cmid });
-                }
+                self.dedup.seed(uin, device, rec);
                 true
             }
             Err(e) => {

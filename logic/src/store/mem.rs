@@ -9,21 +9,42 @@ use std::sync::Mutex;
 
 use bytes::Bytes;
 
-use super::{Batch, DedupRecord, Op, Store, StoreError, StoredMsg, key};
+use super::{Batch, Op, Store, StoreError, StoredMsg, key};
+use crate::channel::Retention;
 
 #[derive(Debug, Default)]
 struct Maps {
     msgs: BTreeMap<[u8; 16], (u64, Bytes)>,
     meta: BTreeMap<Vec<u8>, u64>,
+    dedup: BTreeMap<[u8; 15], (u64, u64)>,
 }
 
 /// An in-memory store (not durable).
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MemStore {
     maps: Mutex<Maps>,
+    retention: Retention,
+}
+
+impl Default for MemStore {
+    /// A store that retains everything (tests).
+    fn default() -> Self {
+        MemStore::new(Retention {
+            max_count: usize::MAX,
+            max_age_ms: u64::MAX,
+        })
+    }
 }
 
 impl MemStore {
+    /// A store that drops messages past `retention` as it writes.
+    pub fn new(retention: Retention) -> MemStore {
+        MemStore {
+            maps: Mutex::new(Maps::default()),
+            retention,
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
         // A panic elsewhere while holding the lock leaves plain maps that
         // are still consistent (each op is one insert or remove).
@@ -34,7 +55,8 @@ impl MemStore {
 impl Store for MemStore {
     fn write(&self, batch: &Batch) -> Result<(), StoreError> {
         let mut m = self.lock();
-        for op in &batch.ops {
+        let ret = self.retention;
+        for op in batch.ops() {
             match op {
                 Op::Message {
                     channel,
@@ -44,9 +66,23 @@ impl Store for MemStore {
                 } => {
                     m.msgs
                         .insert(key::message(*channel, *msg_id), (*at_ms, frame.clone()));
-                }
-                Op::DropMessage { channel, msg_id } => {
-                    m.msgs.remove(&key::message(*channel, *msg_id));
+                    // Retention as it writes: ids are contiguous, so the
+                    // count limit drops exactly one; age drops from the front.
+                    let n = u64::try_from(ret.max_count).unwrap_or(u64::MAX);
+                    if let Some(old) = msg_id.checked_sub(n) {
+                        // With a limit of 0 that is the message itself.
+                        m.msgs.remove(&key::message(*channel, old));
+                    }
+                    let oldest = ret.oldest_allowed_ms(*at_ms);
+                    let expired: Vec<[u8; 16]> = m
+                        .msgs
+                        .range(key::message(*channel, 0)..key::message(*channel, *msg_id))
+                        .take_while(|(_, (at, _))| *at < oldest)
+                        .map(|(k, _)| *k)
+                        .collect();
+                    for k in expired {
+                        m.msgs.remove(&k);
+                    }
                 }
                 Op::Head { channel, newest } => {
                     m.meta.insert(key::head(*channel).to_vec(), *newest);
@@ -54,14 +90,12 @@ impl Store for MemStore {
                 Op::Dedup {
                     uin,
                     device,
+                    shard,
                     cmid,
                     msg_id,
                 } => {
-                    m.meta
-                        .insert(key::dedup(*uin, *device, *cmid).to_vec(), *msg_id);
-                }
-                Op::DropDedup { uin, device, cmid } => {
-                    m.meta.remove(&key::dedup(*uin, *device, *cmid)[..]);
+                    m.dedup
+                        .insert(key::dedup(*uin, *device, *shard), (*cmid, *msg_id));
                 }
                 Op::Join { uin, room } => {
                     m.meta
@@ -135,19 +169,10 @@ impl Store for MemStore {
             .collect())
     }
 
-    fn dedup(&self, uin: u64, device: u32) -> Result<DedupRecord, StoreError> {
+    fn dedup(&self, uin: u64, device: u32) -> Result<Option<(u64, u64)>, StoreError> {
         let m = self.lock();
-        let lo = key::dedup(uin, device, 0).to_vec();
-        let hi = key::dedup(uin, device, u64::MAX).to_vec();
-        let mut rec = DedupRecord::default();
-        for (k, msg_id) in m.meta.range(lo..=hi).rev() {
-            let cmid = key::u64_at(k, 13).unwrap_or(0);
-            match rec.latest {
-                None => rec.latest = Some((cmid, *msg_id)),
-                Some(_) => rec.stale.push(cmid),
-            }
-        }
-        Ok(rec)
+        let range = key::dedup(uin, device, 0)..=key::dedup(uin, device, u16::MAX);
+        Ok(m.dedup.range(range).map(|(_, v)| *v).max())
     }
 
     fn disk_bytes(&self) -> u64 {

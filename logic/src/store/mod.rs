@@ -16,19 +16,25 @@
 //! |----------|-----|-------|------------|
 //! | `msgs` | `channel:8 msg_id:8` | `at_ms:8` + the encoded PUSH frame | the channel's shard |
 //! | `meta` | `'h' channel:8` | newest `msg_id`:8 | the channel's shard |
-//! | `meta` | `'d' uin:8 device:4 client_msg_id:8` | `msg_id`:8 | the channel's shard (with the message), dropped by the uin's shard once superseded |
+//! | `meta` | `'d' uin:8 device:4 shard:2` | `client_msg_id`:8 `msg_id`:8 | that channel shard, with the message |
 //! | `meta` | `'u' uin:8 room:8` | empty (user -> rooms) | the uin's shard |
 //! | `meta` | `'r' room:8 uin:8` | empty (room -> members) | the uin's shard, in the same batch as `'u'` |
 //!
 //! - A message's key is written once and deleted once (retention), so the
-//!   frame is stored as the PUSH that SYNC replays, encoded once.
+//!   frame is stored as the PUSH that SYNC replays, encoded once. A SEND
+//!   costs one message write; the head and the dedup record are written
+//!   once per channel and per device per batch (a shard turn), however
+//!   many messages the turn stored.
 //! - The head `'h'` is separate from the messages because retention may
 //!   delete every message of a channel while its counter must go on
 //!   (PROTOCOL.md rule 6: no id reused).
-//! - Dedup keeps one key per stored `client_msg_id` until the uin's shard
-//!   hears it is superseded: two channel shards may store SENDs of one
-//!   device at once, so "latest" is the largest key under the device's
-//!   prefix, never a value two shards overwrite in a race.
+//! - Dedup: each channel shard keeps, per device, the latest SEND it
+//!   stored in a record of its own (`shard`), so two shards storing SENDs
+//!   of one device at once never overwrite each other; the device's
+//!   latest is the largest of its (at most one per shard) records. A
+//!   device's SENDs reach the channel shards in increasing id order
+//!   (`dedup` parks a lower id behind a larger one in flight), so each
+//!   record only grows.
 //! - Both membership directions are written by one shard in one batch, so
 //!   they never disagree. `'u'` answers "is uin in room" and "which rooms"
 //!   (loaded when a user is); `'r'` lists a room's members in uin order, a
@@ -94,40 +100,72 @@ pub enum Op {
         at_ms: u64,
         frame: Bytes,
     },
-    /// Delete a message retention no longer allows.
-    DropMessage { channel: u64, msg_id: u64 },
     /// The channel's newest `msg_id`.
     Head { channel: u64, newest: u64 },
-    /// A stored SEND of (`uin`, `device`) with `cmid` got `msg_id`.
+    /// Channel shard `shard` stored a SEND of (`uin`, `device`) with
+    /// `cmid` as `msg_id` (its latest for the device).
     Dedup {
         uin: u64,
         device: u32,
+        shard: u16,
         cmid: u64,
         msg_id: u64,
     },
-    /// A dedup record that a larger stored `cmid` superseded.
-    DropDedup { uin: u64, device: u32, cmid: u64 },
     /// `uin` joined `room` (both directions).
     Join { uin: u64, room: u64 },
     /// `uin` left `room` (both directions).
     Leave { uin: u64, room: u64 },
 }
 
-/// The writes of one shard turn, applied atomically and in order.
+/// The writes of one shard turn, applied atomically and in order. A head
+/// or dedup record written twice in one batch is written once, with the
+/// later value.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
-    pub ops: Vec<Op>,
+    ops: Vec<Op>,
+    /// Where each channel's `Head` and each device's `Dedup` is in `ops`.
+    slots: Vec<(Slot, usize)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Slot {
+    Head(u64),
+    Dedup(u64, u32),
 }
 
 impl Batch {
-    /// Adds one write.
+    /// Adds one write (a `Head` or `Dedup` replaces the batch's earlier
+    /// one for the same channel or device).
     pub fn push(&mut self, op: Op) {
+        let slot = match op {
+            Op::Head { channel, .. } => Some(Slot::Head(channel)),
+            Op::Dedup { uin, device, .. } => Some(Slot::Dedup(uin, device)),
+            _ => None,
+        };
+        if let Some(slot) = slot {
+            if let Some(&(_, i)) = self.slots.iter().find(|(s, _)| *s == slot) {
+                self.ops[i] = op;
+                return;
+            }
+            self.slots.push((slot, self.ops.len()));
+        }
         self.ops.push(op);
     }
 
     /// True when there is nothing to write.
     pub fn is_empty(&self) -> bool {
         self.ops.is_empty()
+    }
+
+    /// The writes, in order.
+    pub fn ops(&self) -> &[Op] {
+        &self.ops
+    }
+
+    /// Empties the batch, keeping its buffers.
+    pub fn clear(&mut self) {
+        self.ops.clear();
+        self.slots.clear();
     }
 }
 
@@ -137,16 +175,6 @@ pub struct StoredMsg {
     pub msg_id: u64,
     pub at_ms: u64,
     pub frame: Bytes,
-}
-
-/// A device's dedup state as stored: the latest `(client_msg_id,
-/// msg_id)` and the `client_msg_id`s of superseded records still on disk
-/// (left by a crash between a store and its clean-up) for the caller to
-/// drop.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
-pub struct DedupRecord {
-    pub latest: Option<(u64, u64)>,
-    pub stale: Vec<u64>,
 }
 
 /// The logic tier's state store. Shared by every shard (`Arc<dyn
@@ -178,8 +206,8 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// order (a page of a member list).
     fn members(&self, room: u64, after: u64, limit: usize) -> Result<Vec<u64>, StoreError>;
 
-    /// The dedup state of (`uin`, `device`).
-    fn dedup(&self, uin: u64, device: u32) -> Result<DedupRecord, StoreError>;
+    /// The latest stored `(client_msg_id, msg_id)` of (`uin`, `device`).
+    fn dedup(&self, uin: u64, device: u32) -> Result<Option<(u64, u64)>, StoreError>;
 
     /// Bytes the store occupies on disk (0 for memory).
     fn disk_bytes(&self) -> u64;
@@ -211,11 +239,19 @@ pub(crate) mod key {
         k
     }
 
-    pub fn dedup(uin: u64, device: u32, cmid: u64) -> [u8; 21] {
-        let mut k = [0; 21];
+    pub fn dedup(uin: u64, device: u32, shard: u16) -> [u8; 15] {
+        let mut k = [0; 15];
         k[..13].copy_from_slice(&dedup_prefix(uin, device));
-        k[13..].copy_from_slice(&cmid.to_be_bytes());
+        k[13..].copy_from_slice(&shard.to_be_bytes());
         k
+    }
+
+    /// A dedup record's value.
+    pub fn dedup_value(cmid: u64, msg_id: u64) -> [u8; 16] {
+        let mut v = [0; 16];
+        v[..8].copy_from_slice(&cmid.to_be_bytes());
+        v[8..].copy_from_slice(&msg_id.to_be_bytes());
+        v
     }
 
     pub fn pair(tag: u8, a: u64, b: u64) -> [u8; 17] {

@@ -36,24 +36,15 @@ fn batches() -> Vec<Batch> {
                 channel: 7,
                 newest: id,
             });
+            // Two channel shards' records of one device.
             b.push(Op::Dedup {
                 uin: 1,
                 device: 2,
+                shard: (id % 2) as u16,
                 cmid: 100 + id,
                 msg_id: id,
             });
-            if id > 1 {
-                b.push(Op::DropDedup {
-                    uin: 1,
-                    device: 2,
-                    cmid: 100 + id - 1,
-                });
-            }
         }
-        b.push(Op::DropMessage {
-            channel: 7,
-            msg_id: turn * 4 + 1,
-        });
         b.push(Op::Join {
             uin: 10 + turn,
             room: 7,
@@ -67,19 +58,22 @@ fn batches() -> Vec<Batch> {
     let mut b = Batch::default();
     b.push(Op::Leave { uin: 12, room: 7 });
     b.push(Op::Leave { uin: 1, room: 52 });
-    // A crash left a superseded dedup record behind.
+    // A later record of the same shard replaces the earlier one.
     b.push(Op::Dedup {
         uin: 3,
         device: 1,
-        cmid: 5,
-        msg_id: 9,
-    });
-    b.push(Op::Dedup {
-        uin: 3,
-        device: 1,
+        shard: 0,
         cmid: 6,
         msg_id: 10,
     });
+    b.push(Op::Dedup {
+        uin: 3,
+        device: 1,
+        shard: 0,
+        cmid: 7,
+        msg_id: 11,
+    });
+    assert_eq!(b.ops().len(), 3, "one dedup record per device per batch");
     out.push(b);
     out
 }
@@ -94,8 +88,7 @@ fn check_reads(s: &dyn Store) {
         .iter()
         .map(|m| m.msg_id)
         .collect();
-    let want: Vec<u64> = (1..=20).filter(|i| i % 4 != 1).collect();
-    assert_eq!(ids, want, "dropped ones are gone");
+    assert_eq!(ids, (1..=20).collect::<Vec<_>>());
     let m = &s.messages(7, 6, 6).unwrap()[0];
     assert_eq!((m.msg_id, m.at_ms, m.frame.clone()), (6, 1_006, frame(6)));
     assert_eq!(s.messages(7, 21, 30).unwrap(), vec![]);
@@ -105,11 +98,13 @@ fn check_reads(s: &dyn Store) {
     assert_eq!(s.members(7, 0, 100).unwrap(), vec![10, 11, 13, 14]);
     assert_eq!(s.members(7, 10, 2).unwrap(), vec![11, 13], "a page");
     assert_eq!(s.members(7, u64::MAX, 2).unwrap(), Vec::<u64>::new());
-    let d = s.dedup(1, 2).unwrap();
-    assert_eq!((d.latest, d.stale), (Some((120, 20)), vec![]));
-    let d = s.dedup(3, 1).unwrap();
-    assert_eq!((d.latest, d.stale), (Some((6, 10)), vec![5]));
-    assert_eq!(s.dedup(3, 2).unwrap(), DedupRecord::default());
+    assert_eq!(
+        s.dedup(1, 2).unwrap(),
+        Some((120, 20)),
+        "the largest record"
+    );
+    assert_eq!(s.dedup(3, 1).unwrap(), Some((7, 11)));
+    assert_eq!(s.dedup(3, 2).unwrap(), None);
 }
 
 #[test]
@@ -151,6 +146,81 @@ fn a_second_opener_is_refused_naming_the_lock_file() {
 }
 
 #[test]
+fn head_and_dedup_are_written_once_per_batch() {
+    let mut b = Batch::default();
+    for id in 1..=100 {
+        b.push(Op::Message {
+            channel: 1,
+            msg_id: id,
+            at_ms: 0,
+            frame: frame(id),
+        });
+        b.push(Op::Head {
+            channel: 1,
+            newest: id,
+        });
+    }
+    assert_eq!(b.ops().len(), 101);
+    assert_eq!(
+        b.ops()[1],
+        Op::Head {
+            channel: 1,
+            newest: 100
+        },
+        "the latest value, where the first was"
+    );
+    b.clear();
+    assert!(b.is_empty());
+}
+
+fn many(channel: u64, n: u64, at_ms: u64) -> Batch {
+    let mut b = Batch::default();
+    for id in 1..=n {
+        b.push(Op::Message {
+            channel,
+            msg_id: id,
+            at_ms,
+            frame: frame(id),
+        });
+        b.push(Op::Head {
+            channel,
+            newest: id,
+        });
+    }
+    b
+}
+
+#[test]
+fn count_retention_on_disk_and_in_memory() {
+    let ret = Retention {
+        max_count: 3,
+        max_age_ms: 86_400_000,
+    };
+    let now = crate::worker::now_ms();
+    let mem = MemStore::new(ret);
+    mem.write(&many(4, 10, now)).unwrap();
+    let ids: Vec<u64> = mem
+        .messages(4, 1, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_eq!(ids, vec![8, 9, 10]);
+    let dir = tempfile::tempdir().unwrap();
+    let disk = FjallStore::open(dir.path(), ret).unwrap();
+    disk.write(&many(4, 10, now)).unwrap();
+    disk.compact().unwrap();
+    let ids: Vec<u64> = disk
+        .messages(4, 1, 10)
+        .unwrap()
+        .iter()
+        .map(|m| m.msg_id)
+        .collect();
+    assert_eq!(ids, vec![8, 9, 10]);
+    assert_eq!(disk.head(4).unwrap(), 10, "the counter stays");
+}
+
+#[test]
 fn age_retention_is_reclaimed_by_compaction() {
     let dir = tempfile::tempdir().unwrap();
     let ret = Retention {
@@ -170,6 +240,10 @@ fn age_retention_is_reclaimed_by_compaction() {
             frame: frame(id),
         });
     }
+    b.push(Op::Head {
+        channel: 3,
+        newest: 10,
+    });
     s.write(&b).unwrap();
     assert_eq!(s.messages(3, 1, 10).unwrap().len(), 10, "not compacted yet");
     s.compact().unwrap();
