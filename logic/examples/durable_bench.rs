@@ -75,6 +75,13 @@ enum What {
     Fsync {
         #[arg(long, default_value_t = 2_000)]
         count: u64,
+        /// Bytes appended before each fdatasync.
+        #[arg(long, default_value_t = 128)]
+        bytes: usize,
+        /// Extend the file first with set_len (sparse, as fjall
+        /// preallocates its journals), so writes fill holes.
+        #[arg(long)]
+        sparse: bool,
     },
 }
 
@@ -101,7 +108,11 @@ fn main() -> anyhow::Result<()> {
         } => restart(&dir, &flags, messages, channels, window),
         What::Evict { users, rooms } => evict(&dir, &flags, users, rooms),
         What::Sessions { sessions } => sessions_rss(&dir, &flags, sessions),
-        What::Fsync { count } => fsync(&dir, count),
+        What::Fsync {
+            count,
+            bytes,
+            sparse,
+        } => fsync(&dir, count, bytes, sparse),
     }
 }
 
@@ -125,6 +136,7 @@ fn logic_bin() -> anyhow::Result<PathBuf> {
 struct Server {
     child: Child,
     addr: SocketAddr,
+    metrics: SocketAddr,
 }
 
 impl Server {
@@ -132,7 +144,7 @@ impl Server {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let mut child = Command::new(logic_bin()?)
-                .args(["--listen", listen, "--data-dir"])
+                .args(["--listen", listen, "--metrics", "127.0.0.1:0", "--data-dir"])
                 .arg(dir)
                 .args(flags)
                 .env("RUST_LOG", "warn")
@@ -140,12 +152,16 @@ impl Server {
                 .stderr(Stdio::inherit())
                 .spawn()?;
             let out = child.stdout.take().context("stdout")?;
-            if let Some(Ok(line)) = BufReader::new(out).lines().next()
+            let mut lines = BufReader::new(out).lines();
+            if let Some(Ok(line)) = lines.next()
                 && let Some(a) = line.strip_prefix("listening ")
+                && let Some(Ok(m)) = lines.next()
+                && let Some(m) = m.strip_prefix("metrics ")
             {
                 return Ok(Server {
                     child,
                     addr: a.trim().parse()?,
+                    metrics: m.trim().parse()?,
                 });
             }
             let _ = child.wait();
@@ -161,6 +177,20 @@ impl Server {
         Command::new("kill").args(["-KILL", &pid]).status()?;
         self.child.wait()?;
         Ok(())
+    }
+
+    /// The `logic_*` gauges of `/metrics`, one line.
+    fn gauges(&self) -> String {
+        let Ok(mut s) = TcpStream::connect(self.metrics) else {
+            return String::new();
+        };
+        let _ = s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n");
+        let mut text = String::new();
+        let _ = s.read_to_string(&mut text);
+        text.lines()
+            .filter(|l| l.starts_with("logic_") && !l.contains("_total"))
+            .collect::<Vec<_>>()
+            .join(", ")
     }
 
     /// (VmRSS, VmHWM) in KiB.
@@ -429,6 +459,7 @@ fn evict(dir: &Path, flags: &[String], users: u64, rooms: u64) -> anyhow::Result
         "after eviction: RSS {after} KiB = baseline + {:.1} MB (target: within 64 MB)",
         (after.saturating_sub(base)) as f64 * 1024.0 / 1e6
     );
+    println!("gauges: {}", server.gauges());
     Ok(())
 }
 
@@ -479,12 +510,16 @@ fn sessions_rss(dir: &Path, flags: &[String], sessions: u64) -> anyhow::Result<(
     Ok(())
 }
 
-fn fsync(dir: &Path, count: u64) -> anyhow::Result<()> {
+fn fsync(dir: &Path, count: u64, bytes: usize, sparse: bool) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir)?;
     let path = dir.join("fsync-probe");
     let mut f = std::fs::File::create(&path)?;
+    if sparse {
+        f.set_len(64 << 20)?;
+        f.sync_all()?;
+    }
     let mut hist = Histogram::<u64>::new(3)?;
-    let rec = [7u8; 128];
+    let rec = vec![7u8; bytes];
     for _ in 0..count {
         f.write_all(&rec)?;
         let t = Instant::now();
@@ -494,7 +529,12 @@ fn fsync(dir: &Path, count: u64) -> anyhow::Result<()> {
     drop(f);
     std::fs::remove_file(&path)?;
     println!(
-        "fdatasync after a 128-byte append, {count} times in {}: p50 {} us, p90 {} us, p99 {} us, max {} us",
+        "fdatasync after a {bytes}-byte write{}, {count} times in {}: p50 {} us, p90 {} us, p99 {} us, max {} us",
+        if sparse {
+            " into a sparse preallocated file"
+        } else {
+            " appended"
+        },
         dir.display(),
         hist.value_at_quantile(0.5),
         hist.value_at_quantile(0.9),

@@ -169,6 +169,11 @@ impl<W> Dedup<W> {
         true
     }
 
+    /// Releases spare capacity (after evictions).
+    pub fn shrink_to_fit(&mut self) {
+        self.users.shrink_to_fit();
+    }
+
     /// Number of loaded devices.
     pub fn devices(&self) -> usize {
         self.users.values().map(Vec::len).sum()

@@ -221,6 +221,11 @@ impl Router {
         }
     }
 
+    /// Releases spare capacity (after evictions).
+    pub fn shrink_to_fit(&mut self) {
+        self.users.shrink_to_fit();
+    }
+
     /// Number of users in memory.
     pub fn user_count(&self) -> usize {
         self.users.len()

@@ -337,7 +337,11 @@ impl Shard {
         keep.sort_unstable();
         keep.dedup();
         self.idle_users = keep;
+        // Give back what a burst of logins left behind.
         self.channels.shrink_to_fit();
+        self.router.shrink_to_fit();
+        self.dedup.shrink_to_fit();
+        self.idle_users.shrink_to_fit();
     }
 
     /// Takes the store failure this shard met, if any. Its outputs since

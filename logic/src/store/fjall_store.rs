@@ -45,13 +45,13 @@ use crate::channel::Retention;
 const WORKER_THREADS: usize = 1;
 /// Block cache shared by both keyspaces. Small on purpose: reads are
 /// loads of evicted state, not the message path.
-const CACHE_BYTES: u64 = 16 << 20;
+const CACHE_BYTES: u64 = 8 << 20;
 /// Journals kept before fjall flushes memtables (its minimum): bounds the
 /// replay at restart.
 const MAX_JOURNALING_BYTES: u64 = 64 << 20;
 /// Memtable sizes: bound the memory fjall holds for recent writes.
-const MSGS_MEMTABLE_BYTES: u64 = 16 << 20;
-const META_MEMTABLE_BYTES: u64 = 8 << 20;
+const MSGS_MEMTABLE_BYTES: u64 = 8 << 20;
+const META_MEMTABLE_BYTES: u64 = 4 << 20;
 
 /// The `meta` keyspace as the retention filter sees it.
 type Heads = Arc<Mutex<Option<Keyspace>>>;
