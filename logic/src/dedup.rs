@@ -169,9 +169,11 @@ impl<W> Dedup<W> {
         true
     }
 
-    /// Releases spare capacity (after evictions).
+    /// Releases spare capacity once mostly empty (after evictions).
     pub fn shrink_to_fit(&mut self) {
-        self.users.shrink_to_fit();
+        if self.users.len() < self.users.capacity() / 4 {
+            self.users.shrink_to_fit();
+        }
     }
 
     /// Number of loaded devices.

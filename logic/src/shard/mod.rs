@@ -337,8 +337,11 @@ impl Shard {
         keep.sort_unstable();
         keep.dedup();
         self.idle_users = keep;
-        // Give back what a burst of logins left behind.
-        self.channels.shrink_to_fit();
+        // Give back what a burst of logins left behind (only when mostly
+        // empty: a shrink rehashes everything).
+        if self.channels.len() < self.channels.capacity() / 4 {
+            self.channels.shrink_to_fit();
+        }
         self.router.shrink_to_fit();
         self.dedup.shrink_to_fit();
         self.idle_users.shrink_to_fit();
