@@ -21,7 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::metrics::{self, WorkerStats};
 use crate::session::SessionConfig;
-use crate::uplink::Uplink;
+use crate::uplink::{Identity, Uplink};
 use crate::worker::{self, Worker, WorkerConfig};
 
 /// Why the gateway could not start.
@@ -36,6 +36,8 @@ pub enum StartError {
     Worker { index: usize, source: io::Error },
     #[error("signal handling: {0}")]
     Signals(io::Error),
+    #[error("reading the OS random source for the gateway's identity: {0}")]
+    Random(getrandom::Error),
 }
 
 /// A running gateway.
@@ -69,14 +71,6 @@ fn bind_listener(addr: SocketAddr, cfg: &Config) -> io::Result<mio::net::TcpList
     Ok(mio::net::TcpListener::from_std(socket.into()))
 }
 
-/// High bits of session ids: 16 bits of this process's instance nonce.
-fn instance_nonce() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos() as u64);
-    (t ^ u64::from(std::process::id())) & 0xffff
-}
-
 impl Server {
     /// Binds and starts everything; returns once the workers are running.
     pub fn start(cfg: &Config) -> Result<Server, StartError> {
@@ -84,7 +78,9 @@ impl Server {
         let key = proto::TokenKey::new(&secret);
         let threads = cfg.worker_threads();
         let control = Arc::new(AtomicU8::new(worker::RUN));
-        let nonce = instance_nonce();
+        let identity = Identity::random().map_err(StartError::Random)?;
+        // High bits of session ids: 16 bits of this process's instance.
+        let nonce = identity.instance & 0xffff;
 
         let mut addr = cfg.listen;
         let mut listeners = Vec::with_capacity(threads);
@@ -127,12 +123,12 @@ impl Server {
 
         let mut uplink_connected = None;
         if let Some(logic) = cfg.logic {
-            let gateway_id =
-                (nonce << 48) ^ u64::from(std::process::id()) ^ instance_nonce().rotate_left(20);
-            let (uplink, ports) = Uplink::new(logic, gateway_id, &wakers, cfg.uplink_queue)
-                .map_err(|source| StartError::Worker {
-                    index: threads,
-                    source,
+            let (uplink, ports) =
+                Uplink::new(logic, identity, &wakers, cfg.uplink_queue).map_err(|source| {
+                    StartError::Worker {
+                        index: threads,
+                        source,
+                    }
                 })?;
             uplink_connected = Some(uplink.connected());
             for (w, port) in built.iter_mut().zip(ports) {

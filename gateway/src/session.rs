@@ -157,7 +157,8 @@ pub enum TimerOutcome {
     Close(CloseReason),
 }
 
-/// A client session. Kept small: it lives in every connection slot.
+/// A client session. Kept small: it lives in every connection slot (40
+/// bytes: see `session_is_small`).
 #[derive(Debug, Clone)]
 pub struct Session {
     uin: u64,
@@ -168,15 +169,53 @@ pub struct Session {
     last_seen: u32,
     /// The previous heartbeat (or the login).
     last_hb: u32,
-    /// The older observed heartbeat interval (ms); 0 before the first.
-    prev_iv: u32,
     /// The current heartbeat interval (ms).
     hb_ms: u32,
     /// Rate limiter state (see `ratelimit`).
     tat: u32,
-    state: State,
-    /// LOGIN succeeded at some point (stays true while closing).
-    logged_in: bool,
+    /// When LOGIN succeeded (monotonic ms, like the other times), but never
+    /// more than [`LOGIN_AGE_CAP_MS`] ago: see [`Session::login_unix_ms`].
+    login: u32,
+    /// The older observed heartbeat interval (ms); 0 before the first.
+    prev_iv: U24,
+    phase: Phase,
+}
+
+/// How old a login is at most said to be (2^30 ms, 12.4 days; see
+/// [`Session::login_unix_ms`]). Any idle timeout a `u32` clock allows is
+/// far below 2^31 - 2^30 ms, so a capped login never wraps.
+const LOGIN_AGE_CAP_MS: u32 = 1 << 30;
+
+/// A 24-bit unsigned integer in three bytes: an observed heartbeat interval
+/// in ms, saturating at 16,777,215 ms (4.66 h). An interval can only be
+/// that long with an idle timeout over 4.66 h; it then counts as 4.66 h.
+/// (Three bytes, not four, keep [`Session`] at 40 bytes.)
+#[derive(Debug, Clone, Copy, Default)]
+struct U24([u8; 3]);
+
+impl U24 {
+    const MAX: u32 = (1 << 24) - 1;
+
+    fn new(v: u32) -> U24 {
+        let [_, a, b, c] = v.min(Self::MAX).to_be_bytes();
+        U24([a, b, c])
+    }
+
+    fn get(self) -> u32 {
+        let [a, b, c] = self.0;
+        u32::from_be_bytes([0, a, b, c])
+    }
+}
+
+/// [`State`] and whether LOGIN ever succeeded, in one byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    AwaitLogin,
+    Active,
+    /// Closing before any LOGIN succeeded.
+    Closing,
+    /// Closing after a LOGIN succeeded.
+    ClosingLoggedIn,
 }
 
 fn put_error(out: &mut BytesMut, seq: u32, code: ErrorCode, message: &str) {
@@ -196,20 +235,36 @@ impl Session {
             epoch,
             last_seen: now_ms as u32,
             last_hb: now_ms as u32,
-            prev_iv: 0,
             hb_ms: 0,
             tat: now_ms as u32,
-            state: State::AwaitLogin,
-            logged_in: false,
+            login: now_ms as u32,
+            prev_iv: U24::default(),
+            phase: Phase::AwaitLogin,
         }
     }
 
     pub fn state(&self) -> State {
-        self.state
+        match self.phase {
+            Phase::AwaitLogin => State::AwaitLogin,
+            Phase::Active => State::Active,
+            Phase::Closing | Phase::ClosingLoggedIn => State::Closing,
+        }
     }
     /// LOGIN succeeded on this connection (it may be closing now).
     pub fn logged_in(&self) -> bool {
-        self.logged_in
+        matches!(self.phase, Phase::Active | Phase::ClosingLoggedIn)
+    }
+    /// When LOGIN succeeded, as Unix milliseconds read off `now`: what
+    /// `Open` and `Reopen` tell the logic tier, which keeps the newest
+    /// login of a (uin, device) (rule 3). A login more than
+    /// [`LOGIN_AGE_CAP_MS`] (12.4 days) old is reported as exactly that
+    /// old: still older than every login made since, which is all the
+    /// comparison needs, and it keeps the stored time within a wrap.
+    pub fn login_unix_ms(&self, now: Now) -> u64 {
+        let age = (now.mono_ms as u32)
+            .wrapping_sub(self.login)
+            .min(LOGIN_AGE_CAP_MS);
+        now.unix_ms.saturating_sub(u64::from(age))
     }
     pub fn uin(&self) -> u64 {
         self.uin
@@ -227,7 +282,7 @@ impl Session {
 
     /// When the session's timer should next fire (monotonic ms).
     pub fn deadline_ms(&self, now_ms: u64, cfg: &SessionConfig) -> u64 {
-        let timeout = match self.state {
+        let timeout = match self.state() {
             State::AwaitLogin => cfg.login_timeout_ms,
             State::Active => cfg.heartbeat.idle_ms(self.hb_ms),
             State::Closing => cfg.linger_ms,
@@ -242,7 +297,7 @@ impl Session {
         if deadline > now.mono_ms {
             return TimerOutcome::Rearm(deadline);
         }
-        match self.state {
+        match self.state() {
             State::AwaitLogin => {
                 put_error(
                     out,
@@ -261,7 +316,11 @@ impl Session {
 
     /// Enters the closing state: input is discarded from now on.
     pub fn begin_closing(&mut self, now: Now) {
-        self.state = State::Closing;
+        self.phase = if self.logged_in() {
+            Phase::ClosingLoggedIn
+        } else {
+            Phase::Closing
+        };
         self.last_seen = now.mono_ms as u32;
     }
 
@@ -309,11 +368,17 @@ impl Session {
         frame: &Frame,
         out: &mut BytesMut,
     ) -> Outcome {
-        match self.state {
+        match self.state() {
             State::Closing => Outcome::Continue,
             State::AwaitLogin => self.handle_login(now, cfg, frame, out),
             State::Active => {
-                self.last_seen = now.mono_ms as u32;
+                let t = now.mono_ms as u32;
+                self.last_seen = t;
+                if t.wrapping_sub(self.login) > LOGIN_AGE_CAP_MS {
+                    // Every live session sends a frame at least once per
+                    // idle timeout, so this keeps the login within a wrap.
+                    self.login = t.wrapping_sub(LOGIN_AGE_CAP_MS);
+                }
                 self.handle_active(now, cfg, backend_up, frame, out)
             }
         }
@@ -361,11 +426,11 @@ impl Session {
         let t = now.mono_ms as u32;
         self.uin = login.uin;
         self.device = login.device_id;
-        self.state = State::Active;
-        self.logged_in = true;
+        self.phase = Phase::Active;
+        self.login = t;
         self.last_seen = t;
         self.last_hb = t;
-        self.prev_iv = 0;
+        self.prev_iv = U24::default();
         self.tat = t;
         self.hb_ms = cfg.heartbeat.starting_ms(login.network);
         let ack = pb::LoginAck {
@@ -517,10 +582,11 @@ impl Session {
         let iv2 = t.wrapping_sub(self.last_hb).max(1);
         self.last_hb = t;
         let before = cfg.heartbeat.idle_ms(self.hb_ms);
-        if self.prev_iv != 0 {
-            self.hb_ms = cfg.heartbeat.next_ms(self.hb_ms, self.prev_iv, iv2);
+        let prev_iv = self.prev_iv.get();
+        if prev_iv != 0 {
+            self.hb_ms = cfg.heartbeat.next_ms(self.hb_ms, prev_iv, iv2);
         }
-        self.prev_iv = iv2;
+        self.prev_iv = U24::new(iv2);
         if cfg.heartbeat.idle_ms(self.hb_ms) < before {
             Outcome::HeartbeatRearm
         } else {

@@ -437,3 +437,60 @@ fn closing_discards_input_and_ends_after_the_linger() {
         TimerOutcome::Close(_)
     ));
 }
+
+#[test]
+fn login_time_is_reported_exactly_and_survives_closing() {
+    let (mut s, cfg) = logged_in(NetworkType::Wifi);
+    assert_eq!(s.login_unix_ms(at(0)), UNIX0);
+    // Hours later, read off a later clock: still the login's time.
+    let later = at(5 * 3_600_000 + 41);
+    assert_eq!(s.login_unix_ms(later), UNIX0);
+    // The wall clock was stepped back 2 s meanwhile: the answer follows it
+    // (login times are compared across gateways by their wall clocks).
+    let stepped = Now {
+        mono_ms: later.mono_ms,
+        unix_ms: later.unix_ms - 2_000,
+    };
+    assert_eq!(s.login_unix_ms(stepped), UNIX0 - 2_000);
+    let mut out = BytesMut::new();
+    let hb = frame(Kind::Heartbeat, 2, &pb::Heartbeat {});
+    let _ = s.handle_frame(at(20), &cfg, false, &hb, &mut out);
+    s.begin_closing(at(30));
+    assert!(s.logged_in(), "closing keeps what LOGIN did");
+    assert_eq!(s.state(), State::Closing);
+    assert_eq!(s.login_unix_ms(at(30)), UNIX0);
+}
+
+#[test]
+fn a_very_old_login_stays_older_than_every_newer_one_across_the_wrap() {
+    let (mut s, cfg) = logged_in(NetworkType::Wifi);
+    let cap = u64::from(LOGIN_AGE_CAP_MS);
+    let mut out = BytesMut::new();
+    // A frame every hour for 60 days: past the u32 clock's 49.7-day wrap.
+    let hour = 3_600_000;
+    for h in 1..=60 * 24u64 {
+        let hb = frame(Kind::Heartbeat, 2, &pb::Heartbeat {});
+        let _ = s.handle_frame(at(h * hour), &cfg, false, &hb, &mut out);
+        out.clear();
+        let now = at(h * hour);
+        let said = s.login_unix_ms(now);
+        let true_age = h * hour;
+        assert_eq!(said, now.unix_ms - true_age.min(cap), "hour {h}");
+    }
+}
+
+#[test]
+fn closing_before_login_is_not_logged_in() {
+    let mut s = Session::new(at(0).mono_ms, 1);
+    s.begin_closing(at(1));
+    assert_eq!(s.state(), State::Closing);
+    assert!(!s.logged_in());
+}
+
+#[test]
+fn observed_intervals_saturate_at_24_bits() {
+    assert_eq!(U24::new(0).get(), 0);
+    assert_eq!(U24::new(300_000).get(), 300_000);
+    assert_eq!(U24::new(U24::MAX).get(), U24::MAX);
+    assert_eq!(U24::new(u32::MAX).get(), U24::MAX);
+}

@@ -52,17 +52,19 @@ const BACKOFF_MAX: Duration = Duration::from_secs(5);
 /// Worker to uplink.
 #[derive(Debug)]
 pub enum Up {
-    /// A session logged in.
+    /// A session logged in at `login_ms` (Unix ms).
     Open {
         session: SessionRef,
         uin: u64,
         device: u32,
+        login_ms: u64,
     },
     /// A live session re-announced after a link reconnect.
     Reopen {
         session: SessionRef,
         uin: u64,
         device: u32,
+        login_ms: u64,
     },
     /// A session ended.
     Close {
@@ -105,6 +107,26 @@ pub enum Down {
         session: SessionRef,
         frame: Frame,
     },
+}
+
+/// Who this gateway process is on the link (`Hello`): both numbers are
+/// drawn from the OS's CSPRNG at start ([`Identity::random`]), so two
+/// processes never share them by chance, and a restarted gateway is a new
+/// gateway.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Identity {
+    pub gateway_id: u64,
+    pub instance: u64,
+}
+
+impl Identity {
+    /// A fresh identity from the OS's random source.
+    pub fn random() -> Result<Identity, getrandom::Error> {
+        Ok(Identity {
+            gateway_id: getrandom::u64()?,
+            instance: getrandom::u64()?,
+        })
+    }
 }
 
 /// A waker that is rung only while its owner sleeps.
@@ -165,7 +187,7 @@ struct WorkerSide {
 #[derive(Debug)]
 pub struct Uplink {
     addr: SocketAddr,
-    gateway_id: u64,
+    identity: Identity,
     poll: Poll,
     doorbell: Arc<Doorbell>,
     workers: Vec<WorkerSide>,
@@ -182,7 +204,7 @@ impl Uplink {
     /// `i`'s waker; `queue` is the capacity of each queue.
     pub fn new(
         addr: SocketAddr,
-        gateway_id: u64,
+        identity: Identity,
         wakers: &[Arc<Waker>],
         queue: usize,
     ) -> io::Result<(Uplink, Vec<WorkerPort>)> {
@@ -214,7 +236,7 @@ impl Uplink {
         }
         let uplink = Uplink {
             addr,
-            gateway_id,
+            identity,
             poll,
             doorbell,
             workers: sides,
@@ -270,7 +292,11 @@ impl Uplink {
         )?;
         self.out.clear();
         self.inbuf.clear();
-        link::encode_hello(&mut self.out, self.gateway_id);
+        link::encode_hello(
+            &mut self.out,
+            self.identity.gateway_id,
+            self.identity.instance,
+        );
         self.link = Some(stream);
         self.connected.store(true, Ordering::Release);
         for i in 0..self.workers.len() {
@@ -373,12 +399,14 @@ impl Uplink {
                         session,
                         uin,
                         device,
-                    } => link::encode_open(&mut self.out, session, uin, device),
+                        login_ms,
+                    } => link::encode_open(&mut self.out, session, uin, device, login_ms),
                     Up::Reopen {
                         session,
                         uin,
                         device,
-                    } => link::encode_reopen(&mut self.out, session, uin, device),
+                        login_ms,
+                    } => link::encode_reopen(&mut self.out, session, uin, device, login_ms),
                     Up::Close {
                         session,
                         uin,

@@ -484,22 +484,25 @@ impl Worker {
     /// An `Open` (or, after a reconnect, `Reopen`) for `key`'s session.
     fn announce(&self, key: usize, again: bool) -> Up {
         let s = &self.conns[key].session;
-        let (session, uin, device) = (
+        let (session, uin, device, login_ms) = (
             uplink::session_ref(self.cfg.index, key, s.epoch()),
             s.uin(),
             s.device(),
+            s.login_unix_ms(self.now),
         );
         if again {
             Up::Reopen {
                 session,
                 uin,
                 device,
+                login_ms,
             }
         } else {
             Up::Open {
                 session,
                 uin,
                 device,
+                login_ms,
             }
         }
     }

@@ -140,10 +140,10 @@ fn gateway(
     let mut r = w.try_clone()?;
     r.set_read_timeout(Some(Duration::from_secs(10)))?;
     let mut out = BytesMut::new();
-    link::encode_hello(&mut out, 0x1000 + g);
+    link::encode_hello(&mut out, 0x1000 + g, 0x1000 + g);
     for i in 0..a.sessions {
         let (s, uin) = session(a, g, i);
-        link::encode_open(&mut out, s, uin, 1);
+        link::encode_open(&mut out, s, uin, 1, logic::worker::now_ms());
         let f = client_frame(
             Kind::Join,
             0,

@@ -48,6 +48,8 @@ pub struct Stats {
     pub links: AtomicU64,
     /// Link frames received from gateways.
     pub link_frames_in: AtomicU64,
+    /// Links refused because another gateway process holds their id.
+    pub gateway_id_conflicts: AtomicU64,
 }
 
 impl Stats {
@@ -64,7 +66,7 @@ impl Stats {
         let sum = |f: fn(&ShardStats) -> &AtomicU64| -> u64 {
             self.shards.iter().map(|s| f(s).load(Relaxed)).sum()
         };
-        let rows: [(&str, &str, &str, u64); 9] = [
+        let rows: [(&str, &str, &str, u64); 10] = [
             (
                 "logic_sessions_routed",
                 "gauge",
@@ -118,6 +120,12 @@ impl Stats {
                 "counter",
                 "Link frames received.",
                 self.link_frames_in.load(Relaxed),
+            ),
+            (
+                "logic_gateway_id_conflicts_total",
+                "counter",
+                "Links refused: their Hello claimed a gateway id linked by another instance.",
+                self.gateway_id_conflicts.load(Relaxed),
             ),
         ];
         let mut s = String::new();

@@ -15,6 +15,12 @@
 //! retried every millisecond, so an overloaded server pushes back on the
 //! gateways through TCP instead of queueing without bound.
 //!
+//! A gateway's links all carry the `instance` its first one said in
+//! `Hello`; a link claiming a gateway id that is live under another
+//! instance is a second gateway process with the same id (a bug or a
+//! forgery, never chance: both are 64 random bits): it is refused, logged
+//! as an error and counted, and the gateway holding the id keeps it.
+//!
 //! When a gateway's last link connection closes, every shard is told
 //! (`GatewayDown`) in the same batches as that gateway's earlier notices,
 //! so the drop is ordered after them and before anything from a
@@ -71,6 +77,15 @@ struct Conn {
     gw: Option<u64>,
 }
 
+/// The link connections of one gateway process.
+#[derive(Debug)]
+struct GatewayLinks {
+    /// The process's `Hello` instance nonce.
+    instance: u64,
+    /// Connection keys, oldest (primary) first.
+    conns: Vec<usize>,
+}
+
 /// The network thread's state.
 #[derive(Debug)]
 pub struct Net {
@@ -78,8 +93,8 @@ pub struct Net {
     listener: TcpListener,
     cfg: NetConfig,
     conns: Slab<Conn>,
-    /// Live link connections per gateway id, oldest (primary) first.
-    gateways: HashMap<u64, Vec<usize>>,
+    /// Live link connections per gateway id.
+    gateways: HashMap<u64, GatewayLinks>,
     shards: Vec<Sender<Input>>,
     batches: Vec<Vec<ShardMsg>>,
     from_shards: Receiver<IoBatch>,
@@ -269,14 +284,44 @@ impl Net {
             self.stats.link_frames_in.fetch_add(1, Ordering::Relaxed);
             let gw = conn.gw;
             match (gw, msg) {
-                (None, LinkMsg::Hello { gateway_id }) => {
+                (
+                    None,
+                    LinkMsg::Hello {
+                        gateway_id,
+                        instance,
+                    },
+                ) => {
+                    if let Some(held) = self.gateways.get(&gateway_id)
+                        && held.instance != instance
+                    {
+                        self.stats
+                            .gateway_id_conflicts
+                            .fetch_add(1, Ordering::Relaxed);
+                        tracing::error!(
+                            key,
+                            gateway_id,
+                            instance,
+                            held_by = held.instance,
+                            "refusing a link: its gateway id is linked by another gateway process"
+                        );
+                        return Err(format!(
+                            "gateway id {gateway_id:#x} is already linked by instance {:#x}",
+                            held.instance
+                        ));
+                    }
                     conn.gw = Some(gateway_id);
-                    let list = self.gateways.entry(gateway_id).or_default();
-                    list.push(key);
+                    self.gateways
+                        .entry(gateway_id)
+                        .or_insert(GatewayLinks {
+                            instance,
+                            conns: Vec::new(),
+                        })
+                        .conns
+                        .push(key);
                     self.stats
                         .gateways
                         .store(self.gateways.len() as u64, Ordering::Relaxed);
-                    tracing::info!(key, gateway_id, "gateway hello");
+                    tracing::info!(key, gateway_id, instance, "gateway hello");
                 }
                 (Some(_), LinkMsg::Hello { .. }) => return Err("second Hello".into()),
                 (None, _) => return Err("first frame is not Hello".into()),
@@ -313,11 +358,11 @@ impl Net {
         let Some(gw) = conn.gw else {
             return;
         };
-        let Some(list) = self.gateways.get_mut(&gw) else {
+        let Some(links) = self.gateways.get_mut(&gw) else {
             return;
         };
-        list.retain(|&k| k != key);
-        if list.is_empty() {
+        links.conns.retain(|&k| k != key);
+        if links.conns.is_empty() {
             self.gateways.remove(&gw);
             self.stats
                 .gateways
@@ -391,7 +436,7 @@ impl Net {
             for (gw, bytes) in batch {
                 // A gateway without a link gets nothing: it re-announces and
                 // its sessions SYNC after reconnecting.
-                let Some(&key) = self.gateways.get(&gw).and_then(|l| l.first()) else {
+                let Some(&key) = self.gateways.get(&gw).and_then(|l| l.conns.first()) else {
                     continue;
                 };
                 self.queue(key, bytes);

@@ -3,12 +3,16 @@
 //! uin hashes to it.
 //!
 //! Rules (PROTOCOL.md rule 3 and the link protocol's fencing):
-//! - one (`uin`, `device`) has at most one session: an `Open` for a pair
-//!   already held elsewhere replaces it and the older one is kicked, on
-//!   whichever gateway it lives;
-//! - on the same gateway, epochs order logins: an `Open` carrying an epoch
-//!   older than the held session's is itself the stale one and is kicked;
-//!   a repeated `Open` of the held session (a re-announce) changes nothing;
+//! - one (`uin`, `device`) has at most one session, the one with the
+//!   newest login: an `Open` or `Reopen` whose `login_ms` is newer than the
+//!   held session's replaces it (the held one is kicked, on whichever
+//!   gateway it lives); one whose login is older is itself kicked. So the
+//!   outcome does not depend on the order in which gateways announce or
+//!   re-announce (after a logic restart, or a link outage during which the
+//!   same device logged in elsewhere);
+//! - between equal login times, an `Open` (a login happening now) beats
+//!   the held session and a `Reopen` loses to it;
+//! - a repeated announce of the held session changes nothing;
 //! - a `Close` removes a session only if gateway, connection and epoch all
 //!   match, so a late notice from an old login never removes a newer one;
 //! - a gateway whose link is gone loses all its sessions.
@@ -23,6 +27,16 @@ pub struct Sess {
     pub gw: u64,
     pub session: SessionRef,
     pub device: u32,
+    /// When the login happened (Unix ms, by the gateway's clock).
+    pub login_ms: u64,
+}
+
+impl Sess {
+    /// The same session: gateway, connection and epoch (`login_ms` is what
+    /// the session says about itself, not part of its identity).
+    pub fn same(&self, other: &Sess) -> bool {
+        self.gw == other.gw && self.session == other.session
+    }
 }
 
 /// What an `Open` did.
@@ -55,37 +69,38 @@ pub struct Router {
 }
 
 impl Router {
-    /// A session logged in (or was re-announced).
+    /// A fresh login (`Open`): routed unless the held session of the same
+    /// pair logged in later.
     pub fn open(&mut self, uin: u64, new: Sess) -> Opened {
+        self.announce(uin, new, true)
+    }
+
+    /// A session re-announced after a link reconnect (`Reopen`): like
+    /// [`Router::open`], but it loses a tie of login times.
+    pub fn reopen(&mut self, uin: u64, sess: Sess) -> Opened {
+        self.announce(uin, sess, false)
+    }
+
+    fn announce(&mut self, uin: u64, new: Sess, fresh: bool) -> Opened {
         let user = self.users.entry(uin).or_default();
         let Some(held) = user.sessions.iter_mut().find(|s| s.device == new.device) else {
             user.sessions.push(new);
             self.sessions += 1;
             return Opened::New;
         };
-        if *held == new {
+        if held.same(&new) {
             return Opened::Unchanged;
         }
-        if held.gw == new.gw && held.session.epoch > new.session.epoch {
+        let newer = match new.login_ms.cmp(&held.login_ms) {
+            std::cmp::Ordering::Greater => true,
+            std::cmp::Ordering::Less => false,
+            std::cmp::Ordering::Equal => fresh,
+        };
+        if !newer {
             return Opened::Stale(new);
         }
         let old = std::mem::replace(held, new);
         Opened::Replaced(old)
-    }
-
-    /// A session re-announced after a link reconnect: like [`Router::open`],
-    /// except that it loses to a session of the same pair held by another
-    /// gateway (that login happened while this one's link was down).
-    pub fn reopen(&mut self, uin: u64, sess: Sess) -> Opened {
-        let held_elsewhere = self
-            .users
-            .get(&uin)
-            .and_then(|u| u.sessions.iter().find(|s| s.device == sess.device))
-            .is_some_and(|held| held.gw != sess.gw);
-        if held_elsewhere {
-            return Opened::Stale(sess);
-        }
-        self.open(uin, sess)
     }
 
     /// A session ended; true if it was the routed one and is now removed.
@@ -94,7 +109,7 @@ impl Router {
             return false;
         };
         let before = user.sessions.len();
-        user.sessions.retain(|s| *s != gone);
+        user.sessions.retain(|s| !s.same(&gone));
         let removed = user.sessions.len() < before;
         if removed {
             self.sessions -= 1;
@@ -188,12 +203,19 @@ impl Router {
 mod tests {
     use super::*;
 
+    /// A session logged in at `login_ms` (its epoch, for brevity).
     fn s(gw: u64, conn: u64, epoch: u64, device: u32) -> Sess {
         Sess {
             gw,
             session: SessionRef { conn, epoch },
             device,
+            login_ms: epoch,
         }
+    }
+
+    fn at(mut s: Sess, login_ms: u64) -> Sess {
+        s.login_ms = login_ms;
+        s
     }
 
     #[test]
@@ -209,7 +231,7 @@ mod tests {
     fn duplicate_login_on_another_gateway_replaces_the_older() {
         let mut r = Router::default();
         let old = s(1, 5, 9, 1);
-        let new = s(2, 1, 1, 1);
+        let new = s(2, 1, 10, 1);
         assert_eq!(r.open(7, old), Opened::New);
         assert_eq!(r.open(7, new), Opened::Replaced(old));
         assert_eq!(r.sessions(7), &[new]);
@@ -219,7 +241,7 @@ mod tests {
     }
 
     #[test]
-    fn epochs_fence_on_one_gateway() {
+    fn an_older_login_never_displaces_a_newer_one() {
         let mut r = Router::default();
         let newer = s(1, 3, 10, 1);
         let older = s(1, 2, 9, 1);
@@ -234,6 +256,18 @@ mod tests {
     }
 
     #[test]
+    fn logins_on_two_workers_of_one_gateway_order_by_login_time() {
+        // Workers number their epochs independently, so a newer login on
+        // worker 1 may carry a smaller epoch than an older one on worker 0.
+        let mut r = Router::default();
+        let older = at(s(1, 5, 500, 1), 1_000);
+        let newer = at(s(1, (1 << 32) | 5, 3, 1), 2_000);
+        assert_eq!(r.open(7, older), Opened::New);
+        assert_eq!(r.open(7, newer), Opened::Replaced(older));
+        assert_eq!(r.sessions(7), &[newer]);
+    }
+
+    #[test]
     fn reannounce_changes_nothing() {
         let mut r = Router::default();
         assert_eq!(r.open(7, s(1, 1, 1, 1)), Opened::New);
@@ -243,24 +277,37 @@ mod tests {
     }
 
     #[test]
-    fn reopen_loses_to_a_login_on_another_gateway() {
+    fn the_newest_login_wins_whatever_order_the_reannounces_come_in() {
+        // Logged in on gateway 1 at 100; the logic tier went away; the same
+        // device logged in on gateway 2 at 200; both re-announce.
+        let a = at(s(1, 5, 5, 1), 100);
+        let b = at(s(2, 1, 1, 1), 200);
         let mut r = Router::default();
-        let newer = s(2, 1, 1, 1);
-        let reannounced = s(1, 5, 5, 1);
-        assert_eq!(r.open(7, newer), Opened::New);
-        assert_eq!(r.reopen(7, reannounced), Opened::Stale(reannounced));
-        assert_eq!(r.sessions(7), &[newer]);
-        assert_eq!(
-            r.reopen(8, reannounced),
-            Opened::New,
-            "nothing held: routed"
-        );
-        let newest_here = s(1, 6, 6, 1);
-        assert_eq!(
-            r.reopen(8, newest_here),
-            Opened::Replaced(reannounced),
-            "same gateway: epochs decide"
-        );
+        assert_eq!(r.reopen(7, a), Opened::New);
+        assert_eq!(r.reopen(7, b), Opened::Replaced(a));
+        assert_eq!(r.sessions(7), &[b]);
+        let mut r = Router::default();
+        assert_eq!(r.reopen(7, b), Opened::New);
+        assert_eq!(r.reopen(7, a), Opened::Stale(a));
+        assert_eq!(r.sessions(7), &[b]);
+        // A login made during the outage, announced with Open once its own
+        // link is back, against a re-announce of an older one: the same.
+        let mut r = Router::default();
+        assert_eq!(r.open(7, a), Opened::New);
+        assert_eq!(r.reopen(7, b), Opened::Replaced(a));
+        let mut r = Router::default();
+        assert_eq!(r.reopen(7, b), Opened::New);
+        assert_eq!(r.open(7, a), Opened::Stale(a));
+    }
+
+    #[test]
+    fn equal_login_times_favour_a_fresh_open_over_a_reannounce() {
+        let held = at(s(1, 5, 5, 1), 100);
+        let other = at(s(2, 1, 1, 1), 100);
+        let mut r = Router::default();
+        assert_eq!(r.open(7, held), Opened::New);
+        assert_eq!(r.reopen(7, other), Opened::Stale(other));
+        assert_eq!(r.open(7, other), Opened::Replaced(held));
     }
 
     #[test]

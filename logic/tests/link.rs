@@ -428,7 +428,7 @@ fn ping_is_answered_and_protocol_errors_close_the_link() {
     assert_eq!(g.recv(), LinkMsg::Pong { nonce: 99 });
 
     let mut b = bytes::BytesMut::new();
-    link::encode_hello(&mut b, 1);
+    link::encode_hello(&mut b, 1, 1);
     g.write(&b);
     g.expect_closed();
 

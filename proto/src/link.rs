@@ -31,21 +31,30 @@
 //!
 //! | kind | name     | fields (after the kind byte) | size |
 //! |-----:|----------|------------------------------|-----:|
-//! | 0x01 | `Hello`  | `gateway_id` u64, `version` u16 (= [`LINK_VERSION`]) | 10 |
-//! | 0x02 | `Open`   | session 16, `uin` u64, `device` u32 | 28 |
+//! | 0x01 | `Hello`  | `gateway_id` u64, `version` u16 (= [`LINK_VERSION`]), `instance` u64 | 18 |
+//! | 0x02 | `Open`   | session 16, `uin` u64, `device` u32, `login_ms` u64 | 36 |
 //! | 0x03 | `Close`  | session 16, `uin` u64, `device` u32 | 28 |
 //! | 0x04 | `Client` | session 16, `uin` u64, `device` u32, client frame (rest) | 28 + n |
-//! | 0x05 | `Reopen` | session 16, `uin` u64, `device` u32 | 28 |
+//! | 0x05 | `Reopen` | session 16, `uin` u64, `device` u32, `login_ms` u64 | 36 |
 //!
-//! `Hello` is the first frame on every link connection; `gateway_id` is
-//! random per gateway process start, so a restarted gateway is a new
-//! gateway. `Open` announces a fresh login: it wins over any older session
-//! of the same (`uin`, `device`), which is kicked wherever it lives.
-//! `Reopen` re-announces a session that was already logged in, for every
-//! live session after a link reconnect; it loses to a session of the same
-//! pair that another gateway announced meanwhile (that login is newer), and
-//! is then kicked itself. (Sending `Open` instead also works, minus that
-//! protection.) `Close` says the session ended. `Client` carries one whole
+//! `Hello` is the first frame on every link connection. `gateway_id` and
+//! `instance` are both drawn from the OS's CSPRNG at each gateway process
+//! start, so a restarted gateway is a new gateway: `gateway_id` names the
+//! gateway in `SessionRef`-bearing traffic, and `instance` lets the logic
+//! server tell a second link connection of the same process (same id, same
+//! instance: accepted) from another process claiming an id it already has
+//! (same id, different instance: refused, and the refusal logged as an
+//! error). `Open` announces a fresh login and `Reopen` re-announces a
+//! session that was already logged in (for every live session after a link
+//! reconnect). Both carry `login_ms`, the Unix time in milliseconds of the
+//! login by the gateway's clock, and the logic server keeps, per (`uin`,
+//! `device`), the session with the newest login, whatever order the
+//! announcements arrive in (PROTOCOL.md rule 3); the others are kicked
+//! wherever they live. Between equal login times an `Open` beats the
+//! session held and a `Reopen` loses to it. Ordering logins across gateways
+//! by their clocks needs the gateways' clocks in sync (NTP): two logins
+//! closer together than the clocks' skew may be ordered either way.
+//! `Close` says the session ended. `Client` carries one whole
 //! client frame (12-byte client header and body) of kind SEND, SYNC, JOIN
 //! or LEAVE, undecoded; replies echo its `seq`. A gateway with several link
 //! connections sends all notices of one session over the same connection,
@@ -86,9 +95,9 @@
 //!
 //! // Gateway side: append frames to one buffer, write it with one syscall.
 //! let mut out = BytesMut::new();
-//! link::encode_hello(&mut out, 0x5eed);
+//! link::encode_hello(&mut out, 0x5eed, 0x1d);
 //! let session = SessionRef { conn: 3, epoch: 17 };
-//! link::encode_open(&mut out, session, 42, 1);
+//! link::encode_open(&mut out, session, 42, 1, 1_700_000_000_000);
 //!
 //! // Receiving side: feed what was read, take whole frames off the front.
 //! let mut rx = out;
@@ -96,7 +105,10 @@
 //! while let Some(msg) = link::decode(&mut rx, link::DEFAULT_MAX_LINK_FRAME)? {
 //!     got.push(msg);
 //! }
-//! assert_eq!(got[1], LinkMsg::Open { session, uin: 42, device: 1 });
+//! assert_eq!(
+//!     got[1],
+//!     LinkMsg::Open { session, uin: 42, device: 1, login_ms: 1_700_000_000_000 }
+//! );
 //! # Ok::<(), link::LinkError>(())
 //! ```
 //!
@@ -111,8 +123,9 @@ use bytes::{Buf, BufMut, Bytes, BytesMut};
 
 /// Size of the length prefix plus the kind byte.
 pub const LINK_HEADER_LEN: usize = 5;
-/// The link protocol version carried in `Hello`.
-pub const LINK_VERSION: u16 = 1;
+/// The link protocol version carried in `Hello`. Version 2 added
+/// `instance` to `Hello` and `login_ms` to `Open` and `Reopen`.
+pub const LINK_VERSION: u16 = 2;
 /// A sane default for the largest link frame (`len` field) a peer accepts:
 /// a client frame of the maximum size plus [`MAX_DELIVER_TARGETS`] targets
 /// fit with room to spare.
@@ -125,6 +138,10 @@ pub const MAX_DELIVER_TARGETS: usize = 16_384;
 const SESSION_LEN: usize = 16;
 /// Size of session + uin + device.
 const SESSION_FIELDS_LEN: usize = SESSION_LEN + 8 + 4;
+/// Size of session + uin + device + login_ms (`Open`, `Reopen`).
+const ANNOUNCE_LEN: usize = SESSION_FIELDS_LEN + 8;
+/// Size of `Hello`'s fields.
+const HELLO_LEN: usize = 8 + 2 + 8;
 
 /// One session on one gateway: its gateway-local connection id and its
 /// login epoch (the fencing token).
@@ -188,11 +205,13 @@ impl LinkKind {
 pub enum LinkMsg {
     Hello {
         gateway_id: u64,
+        instance: u64,
     },
     Open {
         session: SessionRef,
         uin: u64,
         device: u32,
+        login_ms: u64,
     },
     Close {
         session: SessionRef,
@@ -209,6 +228,7 @@ pub enum LinkMsg {
         session: SessionRef,
         uin: u64,
         device: u32,
+        login_ms: u64,
     },
     Deliver {
         targets: Vec<SessionRef>,
@@ -250,12 +270,16 @@ impl LinkMsg {
     /// Appends this message as one link frame to `out`.
     pub fn encode(&self, out: &mut BytesMut) {
         match self {
-            LinkMsg::Hello { gateway_id } => encode_hello(out, *gateway_id),
+            LinkMsg::Hello {
+                gateway_id,
+                instance,
+            } => encode_hello(out, *gateway_id, *instance),
             LinkMsg::Open {
                 session,
                 uin,
                 device,
-            } => encode_open(out, *session, *uin, *device),
+                login_ms,
+            } => encode_open(out, *session, *uin, *device, *login_ms),
             LinkMsg::Close {
                 session,
                 uin,
@@ -271,7 +295,8 @@ impl LinkMsg {
                 session,
                 uin,
                 device,
-            } => encode_reopen(out, *session, *uin, *device),
+                login_ms,
+            } => encode_reopen(out, *session, *uin, *device, *login_ms),
             LinkMsg::Deliver { targets, frame } => encode_deliver(out, targets, frame),
             LinkMsg::Kick { session, reason } => encode_kick(out, *session, *reason),
             LinkMsg::Terminate { session, frame } => encode_terminate(out, *session, frame),
@@ -323,6 +348,18 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<LinkMsg>, LinkErr
     };
     let kind = LinkKind::from_u8(kind_byte).ok_or(LinkError::UnknownKind(kind_byte))?;
     let fields_len = len as usize - 1;
+    if kind == LinkKind::Hello && fields_len >= 10 {
+        // The version comes before the length check, so that a peer of
+        // another version hears "version", not "length", whatever its
+        // Hello's size.
+        let Some(v) = buf.get(13..15) else {
+            return Ok(None);
+        };
+        let version = u16::from_be_bytes([v[0], v[1]]);
+        if version != LINK_VERSION {
+            return Err(LinkError::BadVersion(version));
+        }
+    }
     check_len(kind, fields_len)?;
     let total = 4 + len as usize;
     if buf.len() < total {
@@ -342,12 +379,6 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<LinkMsg>, LinkErr
             });
         }
     }
-    if kind == LinkKind::Hello {
-        let version = u16::from_be_bytes([buf[13], buf[14]]);
-        if version != LINK_VERSION {
-            return Err(LinkError::BadVersion(version));
-        }
-    }
     buf.advance(LINK_HEADER_LEN);
     let mut b = buf.split_to(fields_len).freeze();
     Ok(Some(parse(kind, &mut b)))
@@ -356,8 +387,9 @@ pub fn decode(buf: &mut BytesMut, max: usize) -> Result<Option<LinkMsg>, LinkErr
 /// Checks the fields length against the kind's fixed size or minimum.
 fn check_len(kind: LinkKind, len: usize) -> Result<(), LinkError> {
     let (expected, exact) = match kind {
-        LinkKind::Hello => (10, true),
-        LinkKind::Open | LinkKind::Close | LinkKind::Reopen => (SESSION_FIELDS_LEN, true),
+        LinkKind::Hello => (HELLO_LEN, true),
+        LinkKind::Open | LinkKind::Reopen => (ANNOUNCE_LEN, true),
+        LinkKind::Close => (SESSION_FIELDS_LEN, true),
         LinkKind::Client => (SESSION_FIELDS_LEN, false),
         LinkKind::Deliver => (4, false),
         LinkKind::Kick => (SESSION_LEN + 4, true),
@@ -377,13 +409,19 @@ fn check_len(kind: LinkKind, len: usize) -> Result<(), LinkError> {
 /// Parses fields whose length [`decode`] has already checked.
 fn parse(kind: LinkKind, b: &mut Bytes) -> LinkMsg {
     match kind {
-        LinkKind::Hello => LinkMsg::Hello {
-            gateway_id: b.get_u64(),
-        },
+        LinkKind::Hello => {
+            let gateway_id = b.get_u64();
+            let _version = b.get_u16(); // checked by `decode`
+            LinkMsg::Hello {
+                gateway_id,
+                instance: b.get_u64(),
+            }
+        }
         LinkKind::Open => LinkMsg::Open {
             session: SessionRef::get(b),
             uin: b.get_u64(),
             device: b.get_u32(),
+            login_ms: b.get_u64(),
         },
         LinkKind::Close => LinkMsg::Close {
             session: SessionRef::get(b),
@@ -400,6 +438,7 @@ fn parse(kind: LinkKind, b: &mut Bytes) -> LinkMsg {
             session: SessionRef::get(b),
             uin: b.get_u64(),
             device: b.get_u32(),
+            login_ms: b.get_u64(),
         },
         LinkKind::Deliver => {
             let count = b.get_u32() as usize;
@@ -429,10 +468,11 @@ fn put_header(out: &mut BytesMut, kind: LinkKind, fields_len: usize) {
 }
 
 /// Appends a `Hello`.
-pub fn encode_hello(out: &mut BytesMut, gateway_id: u64) {
-    put_header(out, LinkKind::Hello, 10);
+pub fn encode_hello(out: &mut BytesMut, gateway_id: u64, instance: u64) {
+    put_header(out, LinkKind::Hello, HELLO_LEN);
     out.put_u64(gateway_id);
     out.put_u16(LINK_VERSION);
+    out.put_u64(instance);
 }
 
 fn put_session_fields(
@@ -449,9 +489,10 @@ fn put_session_fields(
     out.put_u32(device);
 }
 
-/// Appends an `Open`.
-pub fn encode_open(out: &mut BytesMut, session: SessionRef, uin: u64, device: u32) {
-    put_session_fields(out, LinkKind::Open, session, uin, device, 0);
+/// Appends an `Open` of a login made at `login_ms` (Unix ms).
+pub fn encode_open(out: &mut BytesMut, session: SessionRef, uin: u64, device: u32, login_ms: u64) {
+    put_session_fields(out, LinkKind::Open, session, uin, device, 8);
+    out.put_u64(login_ms);
 }
 
 /// Appends a `Close`.
@@ -459,9 +500,17 @@ pub fn encode_close(out: &mut BytesMut, session: SessionRef, uin: u64, device: u
     put_session_fields(out, LinkKind::Close, session, uin, device, 0);
 }
 
-/// Appends a `Reopen` (a re-announce after a link reconnect).
-pub fn encode_reopen(out: &mut BytesMut, session: SessionRef, uin: u64, device: u32) {
-    put_session_fields(out, LinkKind::Reopen, session, uin, device, 0);
+/// Appends a `Reopen` (a re-announce after a link reconnect) of a login
+/// made at `login_ms` (Unix ms).
+pub fn encode_reopen(
+    out: &mut BytesMut,
+    session: SessionRef,
+    uin: u64,
+    device: u32,
+    login_ms: u64,
+) {
+    put_session_fields(out, LinkKind::Reopen, session, uin, device, 8);
+    out.put_u64(login_ms);
 }
 
 /// Appends a `Client` carrying `frame` (a whole client frame, header and
@@ -571,16 +620,18 @@ mod tests {
             (
                 LinkMsg::Hello {
                     gateway_id: 0xA1A2_A3A4_A5A6_A7A8,
+                    instance: 0xB1B2_B3B4_B5B6_B7B8,
                 },
-                "0000000b 01 a1a2a3a4a5a6a7a8 0001".to_string(),
+                "00000013 01 a1a2a3a4a5a6a7a8 0002 b1b2b3b4b5b6b7b8".to_string(),
             ),
             (
                 LinkMsg::Open {
                     session: S,
                     uin: 42,
                     device: 7,
+                    login_ms: 0x0000_018B_CFE5_6800,
                 },
-                format!("0000001d 02 {S_HEX} 000000000000002a 00000007"),
+                format!("00000025 02 {S_HEX} 000000000000002a 00000007 0000018bcfe56800"),
             ),
             (
                 LinkMsg::Close {
@@ -595,8 +646,9 @@ mod tests {
                     session: S,
                     uin: 42,
                     device: 7,
+                    login_ms: 0x0000_018B_CFE5_6800,
                 },
-                format!("0000001d 05 {S_HEX} 000000000000002a 00000007"),
+                format!("00000025 05 {S_HEX} 000000000000002a 00000007 0000018bcfe56800"),
             ),
             (
                 LinkMsg::Client {
@@ -743,8 +795,8 @@ mod tests {
                 },
             ),
             (
-                "0000000b 01 0000000000000001 0002",
-                LinkError::BadVersion(2),
+                "0000000b 01 0000000000000001 0001",
+                LinkError::BadVersion(1),
             ),
         ];
         for (hex_in, err) in cases {

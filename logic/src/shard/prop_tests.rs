@@ -154,12 +154,14 @@ impl Twin {
                             session,
                             uin: user,
                             device,
+                            login_ms: session.epoch,
                         }
                     } else {
                         LinkMsg::Open {
                             session,
                             uin: user,
                             device,
+                            login_ms: session.epoch,
                         }
                     };
                     h.link(gw, msg);
@@ -266,7 +268,15 @@ proptest! {
     ) {
         let mut h = Harness::new(2);
         let session = SessionRef { conn: 1, epoch: 1 };
-        h.link(1, LinkMsg::Open { session, uin: 9, device: 1 });
+        h.link(
+            1,
+            LinkMsg::Open {
+                session,
+                uin: 9,
+                device: 1,
+                login_ms: 1,
+            },
+        );
         let mut f = BytesMut::new();
         f.extend_from_slice(&(body.len() as u32).to_be_bytes());
         f.extend_from_slice(&[1, kind, 0, 0, 0, 0, 0, 7]);

@@ -159,6 +159,7 @@ impl User {
                 session: self.s,
                 uin: self.uin,
                 device: self.dev,
+                login_ms: self.s.epoch,
             },
         );
     }

@@ -22,30 +22,30 @@ impl Shard {
                 session,
                 uin,
                 device,
+                login_ms,
             } => {
-                let opened = self.router.open(
-                    uin,
-                    Sess {
-                        gw,
-                        session,
-                        device,
-                    },
-                );
+                let sess = Sess {
+                    gw,
+                    session,
+                    device,
+                    login_ms,
+                };
+                let opened = self.router.open(uin, sess);
                 self.opened(uin, opened, out);
             }
             LinkMsg::Reopen {
                 session,
                 uin,
                 device,
+                login_ms,
             } => {
-                let opened = self.router.reopen(
-                    uin,
-                    Sess {
-                        gw,
-                        session,
-                        device,
-                    },
-                );
+                let sess = Sess {
+                    gw,
+                    session,
+                    device,
+                    login_ms,
+                };
+                let opened = self.router.reopen(uin, sess);
                 self.opened(uin, opened, out);
             }
             LinkMsg::Close {
@@ -58,6 +58,7 @@ impl Shard {
                     gw,
                     session,
                     device,
+                    login_ms: 0,
                 },
             ) =>
             {

@@ -108,7 +108,7 @@ impl Logic {
             id: gateway_id,
         };
         let mut b = BytesMut::new();
-        link::encode_hello(&mut b, gateway_id);
+        link::encode_hello(&mut b, gateway_id, gateway_id);
         g.write(&b);
         g
     }
@@ -207,7 +207,13 @@ pub struct Sess {
     pub s: SessionRef,
     pub uin: u64,
     pub device: u32,
+    /// The login time its `Open`/`Reopen` carries.
+    pub login_ms: u64,
 }
+
+/// Login times handed out by [`Sess::new`]: each new session is a newer
+/// login than every session made before it.
+static LOGINS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1_700_000_000_000);
 
 impl Sess {
     pub fn new(conn: u64, epoch: u64, uin: u64, device: u32) -> Sess {
@@ -215,6 +221,7 @@ impl Sess {
             s: SessionRef { conn, epoch },
             uin,
             device,
+            login_ms: LOGINS.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
 }
@@ -240,13 +247,13 @@ impl Gateway {
 
     pub fn open(&mut self, s: Sess) {
         let mut b = BytesMut::new();
-        link::encode_open(&mut b, s.s, s.uin, s.device);
+        link::encode_open(&mut b, s.s, s.uin, s.device, s.login_ms);
         self.write(&b);
     }
 
     pub fn reopen(&mut self, s: Sess) {
         let mut b = BytesMut::new();
-        link::encode_reopen(&mut b, s.s, s.uin, s.device);
+        link::encode_reopen(&mut b, s.s, s.uin, s.device, s.login_ms);
         self.write(&b);
     }
 
