@@ -128,11 +128,13 @@ fn link_seeds() -> Vec<(&'static str, Vec<u8>)> {
     let msgs = [
         LinkMsg::Hello {
             gateway_id: 0xA1A2_A3A4_A5A6_A7A8,
+            instance: 0xB1B2_B3B4_B5B6_B7B8,
         },
         LinkMsg::Open {
             session: s,
             uin: 42,
             device: 7,
+            login_ms: 0x0000_018B_CFE5_6800,
         },
         LinkMsg::Close {
             session: s,
@@ -143,6 +145,7 @@ fn link_seeds() -> Vec<(&'static str, Vec<u8>)> {
             session: s,
             uin: 42,
             device: 7,
+            login_ms: 0x0000_018B_CFE5_6800,
         },
         LinkMsg::Client {
             session: s,
@@ -205,9 +208,15 @@ fn link_seeds() -> Vec<(&'static str, Vec<u8>)> {
             "deliver-count-overflow",
             Input::build(1024, &[], &unhex("00000009 81 ffffffff 00000000")),
         ),
+        // A version 1 Hello (10 bytes of fields): refused by its version,
+        // read before its length; then a version 2 Hello of that size.
         (
-            "hello-version-2",
-            Input::build(1024, &[], &unhex("0000000b 01 0000000000000001 0002")),
+            "hello-version-1",
+            Input::build(1024, &[], &unhex("0000000b 01 0000000000000001 0001")),
+        ),
+        (
+            "hello-v2-too-short",
+            Input::build(1024, &[13], &unhex("0000000b 01 0000000000000001 0002")),
         ),
     ]
 }

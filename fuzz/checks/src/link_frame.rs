@@ -11,9 +11,10 @@
 //!   frame is incomplete;
 //! - a refusal leaves the buffer as it was and is decided by the frame's
 //!   own bytes (the same error without anything after it); an oversized or
-//!   empty length is refused from the 4-byte prefix alone and an unknown
-//!   kind or a wrong fixed size from the first 5 bytes, so such a frame is
-//!   never buffered;
+//!   empty length is refused from the 4-byte prefix alone, an unknown kind
+//!   or a wrong fixed size from the first 5 bytes, and a `Hello`'s version
+//!   (read before its size, so that a peer of another version hears
+//!   "version") from the first 15, so such a frame is never buffered;
 //!
 //! and over the whole stream: where the reads were cut changes nothing.
 
@@ -22,6 +23,10 @@ use proto::link::{self, LINK_HEADER_LEN, LinkError, LinkKind, LinkMsg};
 
 use crate::input::Input;
 use crate::stream::{Outcome, feed};
+
+/// Length prefix, kind byte, `gateway_id` u64 and `version` u16: the bytes
+/// a `Hello`'s version is judged from.
+const HELLO_VERSION_END: usize = LINK_HEADER_LEN + 8 + 2;
 
 /// Runs the target on one input; panics if an invariant breaks.
 pub fn check(data: &[u8]) {
@@ -85,11 +90,17 @@ fn decode_checked(buf: &mut BytesMut, max: usize) -> Result<Option<LinkMsg>, Lin
             let early = match e {
                 LinkError::TooLarge { .. } | LinkError::Empty => Some(4),
                 LinkError::UnknownKind(_) => Some(LINK_HEADER_LEN),
+                LinkError::BadVersion(_) => Some(HELLO_VERSION_END),
                 LinkError::BadLength {
                     kind: LinkKind::Deliver,
                     len: fields,
                     ..
                 } if *fields >= 4 => None, // the target count: needs the frame
+                LinkError::BadLength {
+                    kind: LinkKind::Hello,
+                    len: fields,
+                    ..
+                } if *fields >= 10 => Some(HELLO_VERSION_END),
                 LinkError::BadLength { .. } => Some(LINK_HEADER_LEN),
                 _ => None,
             };
