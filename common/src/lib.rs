@@ -9,4 +9,5 @@
 
 pub mod config;
 pub mod logging;
+pub mod metrics;
 pub mod secret;
