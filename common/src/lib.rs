@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 
 pub mod config;
+pub mod http;
 pub mod logging;
 pub mod metrics;
 pub mod secret;
