@@ -82,7 +82,7 @@ use std::ffi::OsString;
 use std::marker::PhantomData;
 use std::path::{Path, PathBuf};
 
-use clap::builder::{PossibleValue, PossibleValuesParser, ValueParser};
+use clap::builder::{PossibleValue, PossibleValuesParser, Resettable, StyledStr, ValueParser};
 use clap::{Arg, ArgAction, ArgMatches, Command, Subcommand};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
@@ -211,11 +211,7 @@ impl<C: Settings> Loader<C> {
                 .value_name("FILE")
                 .value_parser(clap::value_parser!(PathBuf))
                 .help("TOML file with any of these settings; flags override it")
-                .long_help(
-                    "TOML file with any of these settings; flags override it. \
-                     A flag's key is its name with '_' for '-', in the table of its \
-                     heading: --heartbeat-wired-ms is `wired_ms` under `[heartbeat]`.",
-                ),
+                .long_help(config_help(&fields)),
         );
         for f in &fields {
             command = command.arg(arg(f, lookup(&defaults, &f.key)));
@@ -352,8 +348,14 @@ impl<C: Settings> Loader<C> {
         I: IntoIterator<Item = T>,
         T: Into<OsString> + Clone,
     {
-        let command =
-            S::augment_subcommands(self.checked_command()?).args_conflicts_with_subcommands(true);
+        let base = self.checked_command()?;
+        // The derive would put the enum's doc comment in the binary's about.
+        let keep = |s: Option<&StyledStr>| s.cloned().map_or(Resettable::Reset, Resettable::Value);
+        let (about, long_about) = (keep(base.get_about()), keep(base.get_long_about()));
+        let command = S::augment_subcommands(base)
+            .about(about)
+            .long_about(long_about)
+            .args_conflicts_with_subcommands(true);
         let matches = command.try_get_matches_from(args)?;
         if matches.subcommand_name().is_some() {
             return Ok(Invocation::Sub(S::from_arg_matches(&matches)?));
@@ -430,6 +432,25 @@ impl<C: Settings> Loader<C> {
             matches,
         })
     }
+}
+
+/// The long help of `--config`, with an example from the struct itself.
+fn config_help(fields: &[Field]) -> String {
+    let mut help = String::from(
+        "TOML file with any of these settings; flags override it. \
+         A flag's key is its name with '_' for '-'",
+    );
+    match fields.iter().find_map(|f| Some((f, f.table()?))) {
+        Some((f, table)) => {
+            let name = f.key.last().map_or("", String::as_str);
+            help.push_str(&format!(
+                ", in the table of its heading: --{} is `{name}` under `{table}`.",
+                f.flag()
+            ));
+        }
+        None => help.push('.'),
+    }
+    help
 }
 
 /// The clap argument of a setting.

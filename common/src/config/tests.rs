@@ -77,6 +77,7 @@ impl Default for Heartbeat {
     }
 }
 
+/// Subcommands of the test binary.
 #[derive(Debug, PartialEq, clap::Subcommand)]
 enum Sub {
     /// Print a token.
@@ -342,6 +343,23 @@ fn help_lists_every_setting_with_its_default_and_doc() {
         "--config <FILE>",
     ] {
         assert!(help.contains(doc), "{doc} missing:\n{help}");
+    }
+}
+
+#[test]
+fn the_subcommands_doc_comment_does_not_replace_the_about() {
+    let help = loader()
+        .with_command(|c| c.about("The gateway."))
+        .try_dispatch_from::<Sub, _, _>(["gw", "--help"]);
+    match help {
+        Err(ConfigError::Cli(e)) => {
+            let text = e.to_string();
+            assert!(text.starts_with("The gateway."), "{text}");
+            assert!(!text.contains("Subcommands of"), "{text}");
+            assert!(text.contains("token"), "{text}");
+            assert!(text.contains("`wired_ms` under `[heartbeat]`"), "{text}");
+        }
+        other => panic!("{other:?}"),
     }
 }
 
