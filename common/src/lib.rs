@@ -4,7 +4,9 @@
 //! (secret files), [`metrics`] (Prometheus through `prometheus-client`,
 //! with single-writer counters and histograms for the hot path) and
 //! [`http`] (the `/metrics`, `/healthz`, `/ready` server, extensible with
-//! JSON routes). See `README.md` for how a binary uses each.
+//! JSON routes).
+//!
+#![doc = include_str!("../README.md")]
 #![forbid(unsafe_code)]
 
 pub mod config;

@@ -20,16 +20,21 @@
 //! Why not prometheus-client's own `Counter` and `Histogram` on the hot
 //! path: `Counter::inc` is an atomic `fetch_add` (a `lock xadd`), and
 //! `Histogram::observe` takes a `parking_lot::Mutex` around the bucket
-//! search. Measured on this 2-core machine with other jobs running
-//! (`cargo bench -p millgate-common --bench hot_metrics`, criterion
-//! medians, noisy):
+//! search; nor can per-thread library histograms be summed into one
+//! metric, as the library gives no read access to their buckets. Measured
+//! with `cargo bench -p millgate-common --bench hot_metrics` (criterion
+//! medians of two runs on this 2-core machine while other builds ran, load
+//! average 4 to 6: noisy, ratios more telling than figures):
 //!
-//! | operation | one thread | 2 threads, one shared metric |
+//! | operation | one thread | two threads at once |
 //! |---|---|---|
-//! | `LocalCounter::inc` | 0.5 ns | (one each) 0.3 ns |
-//! | prometheus-client `Counter::inc` | 4.4 ns | 21 ns |
-//! | `LocalHistogram::observe` (16 buckets) | 3.2 ns | (one each) 1.7 ns |
-//! | prometheus-client `Histogram::observe` (16 buckets) | 13 ns | 89 ns |
+//! | `LocalCounter::inc` | 0.7 ns | 1.0 to 2.3 ns (one each) |
+//! | prometheus-client `Counter::inc` | 8.2 to 9.7 ns | 18 to 38 ns (shared) |
+//! | `LocalHistogram::observe`, 16 buckets | 4.0 to 4.4 ns | 8.6 to 12 ns (one each) |
+//! | prometheus-client `Histogram::observe`, 16 buckets | 17 to 19 ns | 60 to 103 ns (shared) |
+//!
+//! Two single-writer counters on one cache line cost 5 ns each in the same
+//! bench (false sharing), hence the `align(128)` advice on [`LocalCounter`].
 //!
 //! The library's types stay the right choice off the hot path (per-request
 //! API counters, the uplink's link state): register them on
