@@ -15,6 +15,11 @@ use super::{Buckets, LocalHistogram};
 enum Read<T> {
     Counter(fn(&T) -> u64),
     Gauge(fn(&T) -> u64),
+    /// One gauge per thread, labelled with the thread's index.
+    GaugeByThread {
+        label: &'static str,
+        read: fn(&T) -> u64,
+    },
     /// A counter per value of one label; the reader takes the value's
     /// index.
     CounterBy {
@@ -102,6 +107,19 @@ impl<T: Send + Sync + 'static> PerThread<T> {
         self.with(name, help, Read::Gauge(read))
     }
 
+    /// A gauge per thread, `label` holding its index in the list given to
+    /// [`PerThread::new`] (`worker_sessions_open{worker="1"}`), to see how
+    /// evenly work is spread.
+    pub fn gauge_by_thread(
+        self,
+        name: &str,
+        help: &str,
+        label: &'static str,
+        read: fn(&T) -> u64,
+    ) -> Self {
+        self.with(name, help, Read::GaugeByThread { label, read })
+    }
+
     /// A counter per value of `label` (`closes{reason="idle_timeout"}`);
     /// `read(stats, i)` reads the counter of `values[i]`.
     pub fn counter_by(
@@ -159,6 +177,15 @@ impl<T: Send + Sync + 'static> Collector for PerThread<T> {
                     let mut m =
                         encoder.encode_descriptor(&e.name, &e.help, None, MetricType::Gauge)?;
                     m.encode_gauge(&v)?;
+                }
+                Read::GaugeByThread { label, read } => {
+                    let mut m =
+                        encoder.encode_descriptor(&e.name, &e.help, None, MetricType::Gauge)?;
+                    for (i, t) in self.threads.iter().enumerate() {
+                        let index = i.to_string();
+                        let labels = [(*label, index.as_str())];
+                        m.encode_family(&labels)?.encode_gauge(&(read(t) as i64))?;
+                    }
                 }
                 Read::CounterBy {
                     label,

@@ -30,6 +30,12 @@ fn metrics(threads: &[Arc<Stats>]) -> Metrics {
             .gauge("connections_open", "Client connections held.", |s| {
                 s.open.get()
             })
+            .gauge_by_thread(
+                "worker_connections_open",
+                "Client connections held, by worker thread.",
+                "worker",
+                |s| s.open.get(),
+            )
             .counter_by(
                 "closes",
                 "Connections closed by reason.",
@@ -99,6 +105,8 @@ fn threads_are_summed_at_scrape_time_with_the_tier_prefix() {
     for line in [
         "# TYPE millgate_gateway_accepted_total counter\nmillgate_gateway_accepted_total 3\n",
         "# TYPE millgate_gateway_connections_open gauge\nmillgate_gateway_connections_open 2\n",
+        "millgate_gateway_worker_connections_open{worker=\"0\"} -1\n",
+        "millgate_gateway_worker_connections_open{worker=\"1\"} 3\n",
         "millgate_gateway_closes_total{reason=\"idle_timeout\"} 0\n",
         "millgate_gateway_closes_total{reason=\"drain\"} 1\n",
         "millgate_gateway_send_ack_seconds_bucket{le=\"0.0001\"} 1\n",
