@@ -340,6 +340,12 @@ fn served_metrics() -> (Server, Arc<Worker>) {
             .gauge("connections_open", "Client connections held.", |w| {
                 w.open.get()
             })
+            .gauge_by_thread(
+                "worker_connections_open",
+                "Client connections held, by worker thread.",
+                "worker",
+                |w| w.open.get(),
+            )
             .counter_by(
                 "closes",
                 "Connections closed by reason.",
@@ -398,6 +404,10 @@ fn metrics_are_negotiated_and_read_at_scrape_time() {
             .contains("millgate_gateway_send_ack_seconds_count 2\n")
     );
     assert!(r.body.contains("\nmillgate_gateway_uplink_connected 1\n"));
+    assert!(
+        r.body
+            .contains("\nmillgate_gateway_worker_connections_open{worker=\"0\"} 1\n")
+    );
     assert!(r.body.contains("\nprocess_resident_memory_bytes "));
     worker.accepted.inc();
     let r = get(
