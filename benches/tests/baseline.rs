@@ -4,7 +4,7 @@
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::BytesMut;
 use prost::Message;
@@ -130,13 +130,23 @@ fn login_then_heartbeat_is_acked() {
     let ack = pb::LoginAck::decode(f.body).unwrap();
     assert_eq!(ack.heartbeat_ms, HEARTBEAT_MS);
     assert_eq!(ack.idle_timeout_ms, 3 * HEARTBEAT_MS);
+    let sent = Instant::now();
     c.send(Kind::Heartbeat, 8, &pb::Heartbeat {});
     let f = c.recv().expect("HEARTBEAT_ACK");
     assert_eq!((f.kind, f.seq), (Kind::HeartbeatAck, 8));
     let ack = pb::HeartbeatAck::decode(f.body).unwrap();
     assert_eq!(ack.next_heartbeat_ms, HEARTBEAT_MS);
-    // Rule 4: silence for the idle timeout closes the session, no ERROR.
+    // Rule 4: silence for the idle timeout closes the session, no ERROR,
+    // and not before: the server's idle clock starts when it reads the
+    // heartbeat, after `sent`. (The read timeout of 5 s bounds it above.)
     assert!(c.recv().is_none());
+    let idle = Duration::from_millis(u64::from(ack.idle_timeout_ms));
+    assert_eq!(idle, Duration::from_millis(3 * u64::from(HEARTBEAT_MS)));
+    let closed_after = sent.elapsed();
+    assert!(
+        closed_after >= idle,
+        "closed {closed_after:?} after the heartbeat, before the idle timeout of {idle:?}"
+    );
 }
 
 #[test]

@@ -193,6 +193,17 @@ pub fn render(all: &[Arc<WorkerStats>], uplink_connected: bool) -> String {
     );
     let _ = writeln!(
         out,
+        "# HELP millgate_worker_sessions_open Logged-in sessions held, by worker thread.\n# TYPE millgate_worker_sessions_open gauge"
+    );
+    for (i, s) in all.iter().enumerate() {
+        let _ = writeln!(
+            out,
+            "millgate_worker_sessions_open{{worker=\"{i}\"}} {}",
+            s.sessions_open.get()
+        );
+    }
+    let _ = writeln!(
+        out,
         "# HELP millgate_logins_failed_total Refused logins by reason.\n# TYPE millgate_logins_failed_total counter"
     );
     for (i, f) in LoginFailure::ALL.iter().enumerate() {
@@ -280,6 +291,8 @@ mod tests {
         }
         let text = render(&[a, b], false);
         assert!(text.contains("\nmillgate_sessions_open 2\n"), "{text}");
+        assert!(text.contains("\nmillgate_worker_sessions_open{worker=\"0\"} 1\n"));
+        assert!(text.contains("\nmillgate_worker_sessions_open{worker=\"1\"} 1\n"));
         assert!(text.contains("millgate_logins_failed_total{reason=\"expired\"} 1"));
         assert!(text.contains("millgate_closes_total{reason=\"idle_timeout\"} 1"));
         assert!(text.contains("millgate_closes_total{reason=\"drain\"} 0"));

@@ -48,19 +48,55 @@ mod tests {
     use std::os::unix::net::UnixStream;
 
     #[test]
-    fn reads_append_and_zero_means_eof() {
+    fn a_read_appends_and_a_short_read_says_drained() {
         let (mut a, b) = UnixStream::pair().unwrap();
         a.write_all(b"hello").unwrap();
         let mut buf = BytesMut::from(&b"> "[..]);
-        assert_eq!(read_into(&b, &mut buf, 64).unwrap(), (5, false));
+        // Room for 4,096 was reserved (BytesMut itself would add only 64
+        // to a full buffer), 5 bytes came: not filled.
+        assert_eq!(read_into(&b, &mut buf, 4096).unwrap(), (5, false));
         assert_eq!(&buf[..], b"> hello");
-        a.write_all(b"abc").unwrap();
-        let mut exact = BytesMut::with_capacity(3);
-        assert_eq!(
-            read_into(&b, &mut exact, 3).unwrap().1,
-            exact.capacity() == 3
-        );
+        assert!(buf.capacity() - 2 >= 4096, "min_spare was reserved");
         drop(a);
-        assert_eq!(read_into(&b, &mut buf, 64).unwrap().0, 0);
+        assert_eq!(read_into(&b, &mut buf, 64).unwrap(), (0, false), "EOF");
+        assert_eq!(&buf[..], b"> hello");
+    }
+
+    #[test]
+    fn a_read_that_fills_the_room_says_filled_and_leaves_the_rest() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut buf = BytesMut::with_capacity(16);
+        // The room read_into gets: min_spare is already there, so this is
+        // exactly what it offers read(2), whatever the allocator gave.
+        let room = buf.capacity();
+        let sent: Vec<u8> = (0..room + 10).map(|i| i as u8).collect();
+        a.write_all(&sent).unwrap();
+        assert_eq!(read_into(&b, &mut buf, 16).unwrap(), (room, true));
+        assert_eq!(&buf[..], &sent[..room]);
+        // The rest is still in the socket: the next read gets it.
+        let mut rest = BytesMut::with_capacity(64);
+        assert_eq!(read_into(&b, &mut rest, 64).unwrap(), (10, false));
+        assert_eq!(&rest[..], &sent[room..]);
+    }
+
+    #[test]
+    fn exactly_full_counts_as_filled() {
+        let (mut a, b) = UnixStream::pair().unwrap();
+        let mut buf = BytesMut::with_capacity(8);
+        let room = buf.capacity();
+        a.write_all(&vec![7; room]).unwrap();
+        // The socket happens to be empty now, but read(2) cannot tell: a
+        // full read must be followed by another under edge triggering.
+        assert_eq!(read_into(&b, &mut buf, 8).unwrap(), (room, true));
+    }
+
+    #[test]
+    fn an_empty_nonblocking_socket_is_would_block_and_changes_nothing() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        b.set_nonblocking(true).unwrap();
+        let mut buf = BytesMut::from(&b"kept"[..]);
+        let err = read_into(&b, &mut buf, 64).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::WouldBlock);
+        assert_eq!(&buf[..], b"kept");
     }
 }

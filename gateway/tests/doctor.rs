@@ -1,7 +1,7 @@
 //! `gateway doctor`: the arithmetic and advice from fake `/proc` values
 //! (sans-io), and one run against this machine's real settings.
 
-use gateway::doctor::{Facts, Finding, Status, check, gather, passes, run_live};
+use gateway::doctor::{Facts, Finding, Status, check, gather, passes};
 
 /// Every setting the doctor must name, as `tuning/README.md` lists them.
 const SETTINGS: &[&str] = &[
@@ -177,35 +177,109 @@ fn conntrack_loaded_is_sized() {
     assert_eq!(ct.required, ">= 1065536");
 }
 
-#[test]
-fn live_run_names_every_setting_and_agrees_with_findings() {
-    let sessions = 1_000_000;
-    let mut out = Vec::new();
-    let ok = run_live(sessions, &mut out).expect("write to a Vec");
-    let text = String::from_utf8(out).expect("doctor prints UTF-8");
+/// Runs `gateway doctor --sessions n` on this machine; returns whether it
+/// exited 0, and what it printed.
+fn doctor(n: u64) -> (bool, String) {
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_gateway"))
+        .args(["doctor", "--sessions", &n.to_string()])
+        .output()
+        .expect("run gateway doctor");
+    let text = String::from_utf8(out.stdout).expect("doctor prints UTF-8");
+    (out.status.success(), text)
+}
+
+/// The first line of `text` about `setting`.
+fn line<'a>(text: &'a str, setting: &str) -> &'a str {
+    text.lines()
+        .find(|l| l.contains(&format!("] {setting}: current ")))
+        .unwrap_or_else(|| panic!("{setting} missing from:\n{text}"))
+}
+
+/// Checks one live run: every setting named, and the exit code, the
+/// verdict and the SHORT/UNKNOWN lines telling the same story.
+fn consistent(n: u64, ok: bool, text: &str) {
     for setting in SETTINGS {
-        assert!(
-            text.contains(&format!("] {setting}: current ")),
-            "{setting} missing from:\n{text}"
-        );
+        line(text, setting);
     }
-    let findings = check(&gather(|p| std::fs::read_to_string(p).ok()), sessions);
-    assert_eq!(ok, passes(&findings), "{text}");
-    let short = findings.iter().filter(|f| f.fails()).count();
+    let failing = text
+        .lines()
+        .filter(|l| l.starts_with("[  SHORT]") || l.starts_with("[UNKNOWN]"))
+        .count();
     let verdict = text.lines().last().expect("a verdict line");
     if ok {
-        assert_eq!(verdict, format!("verdict: ready for {sessions} sessions"));
+        assert_eq!(failing, 0, "exit 0 with failing lines:\n{text}");
+        assert_eq!(verdict, format!("verdict: ready for {n} sessions"));
     } else {
+        assert!(failing > 0, "exit 1 with nothing short:\n{text}");
         assert!(
-            verdict.starts_with(&format!("verdict: {short} setting(s) short")),
+            verdict.starts_with(&format!(
+                "verdict: {failing} setting(s) short for {n} sessions"
+            )),
             "{verdict}"
         );
-        // Every short setting comes with a line to add.
-        assert!(
-            findings
-                .iter()
-                .filter(|f| f.fails())
-                .all(|f| { f.status == Status::Unknown || !f.fix.is_empty() })
+    }
+}
+
+#[test]
+fn live_run_reads_this_process_limit_and_exits_by_its_verdict() {
+    use gateway::doctor::FD_RESERVE;
+    use nix::sys::resource::{RLIM_INFINITY, Resource, getrlimit, setrlimit};
+    // The child inherits this process's limits; getrlimit(2) reads them
+    // without the /proc/self/limits text the doctor parses. Soft and hard
+    // are made to differ (lowering the soft limit needs no privilege), so
+    // that reading one for the other shows.
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    if soft == hard && hard != RLIM_INFINITY && hard > FD_RESERVE + 1 {
+        setrlimit(Resource::RLIMIT_NOFILE, hard - 1, hard).expect("lower the soft limit");
+    }
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    let show = |v: u64| {
+        if v == RLIM_INFINITY {
+            "unlimited".to_owned()
+        } else {
+            v.to_string()
+        }
+    };
+    let file_max = std::fs::read_to_string("/proc/sys/fs/file-max").expect("fs.file-max");
+
+    let (ok, text) = doctor(1_000_000);
+    consistent(1_000_000, ok, &text);
+    assert!(
+        line(&text, "RLIMIT_NOFILE (hard)")
+            .ends_with(&format!("current {}, need >= 1001024", show(hard))),
+        "{text}"
+    );
+    assert!(
+        line(&text, "fs.file-max").contains(&format!("current {}, ", file_max.trim())),
+        "{text}"
+    );
+    if soft == RLIM_INFINITY {
+        assert!(line(&text, "RLIMIT_NOFILE (soft)").starts_with("[     ok]"));
+        return;
+    }
+    // The soft limit exactly met: ok. One session more: short, with a fix
+    // line, so the whole run fails and says so in its exit code.
+    if let Some(fits) = soft.checked_sub(FD_RESERVE) {
+        let (ok, text) = doctor(fits);
+        consistent(fits, ok, &text);
+        assert_eq!(
+            line(&text, "RLIMIT_NOFILE (soft)"),
+            format!("[     ok] RLIMIT_NOFILE (soft): current {soft}, need >= {soft}")
         );
     }
+    let over = soft.saturating_sub(FD_RESERVE) + 1;
+    let (ok, text) = doctor(over);
+    consistent(over, ok, &text);
+    assert!(!ok, "short of RLIMIT_NOFILE yet exit 0:\n{text}");
+    let need = over + FD_RESERVE;
+    assert_eq!(
+        line(&text, "RLIMIT_NOFILE (soft)"),
+        format!("[  SHORT] RLIMIT_NOFILE (soft): current {soft}, need >= {need}")
+    );
+    assert!(
+        text.contains(&format!(
+            "fix: /etc/security/limits.d/millgate.conf: millgate soft nofile {need}"
+        )),
+        "{text}"
+    );
 }

@@ -44,7 +44,15 @@ fn five_thousand_concurrent_sessions_across_two_threads() {
     }
     assert_eq!(gw.metric("millgate_heartbeats_total"), 5_000);
     assert_eq!(gw.metric("millgate_logins_ok_total"), 5_000);
-    // Both workers took a share (SO_REUSEPORT spreads by 4-tuple hash).
+    // Both workers took a share: SO_REUSEPORT spreads accepts by a hash of
+    // the 4-tuple, so each of the two should hold about half. A fifth is
+    // far outside chance (binomial, 5,000 draws: 35 sessions is one
+    // standard deviation) yet fails if one worker takes nearly everything.
+    let shares: Vec<u64> = (0..2)
+        .map(|w| gw.metric(&format!("millgate_worker_sessions_open{{worker=\"{w}\"}}")))
+        .collect();
+    assert_eq!(shares.iter().sum::<u64>(), 5_000, "{shares:?}");
+    assert!(shares.iter().all(|&n| n >= 1_000), "{shares:?}");
     drop(clients);
 }
 

@@ -65,16 +65,25 @@ fn send(c: &mut Client, seq: u32, channel: u64, client_msg_id: u64, body: &str) 
 }
 
 /// One round trip through the logic tier on `c`'s own link: once it is
-/// answered, the session's Open (queued before it) has been routed.
+/// answered, the session's Open (queued before it) has been routed. Fails
+/// if the logic tier has not answered within 10 s.
 fn routed(c: &mut Client) {
+    let deadline = Instant::now() + Duration::from_secs(10);
     c.send(Kind::Sync, 77, &pb::SyncReq::default());
     loop {
         let f = c.recv().expect("SYNC_ACK");
         match f.kind {
             Kind::SyncAck if f.seq == 77 => return,
-            // The worker has not heard LinkUp yet: ask again.
-            Kind::Error if f.seq == 77 => c.send(Kind::Sync, 77, &pb::SyncReq::default()),
-            _ => {}
+            // The worker has not heard LinkUp yet: ask again, shortly.
+            Kind::Error if f.seq == 77 => {
+                assert!(
+                    Instant::now() < deadline,
+                    "SYNC still refused after 10 s: {f:?}"
+                );
+                std::thread::sleep(Duration::from_millis(10)); // polling: LinkUp reaches the worker unseen by the client
+                c.send(Kind::Sync, 77, &pb::SyncReq::default());
+            }
+            _ => assert!(Instant::now() < deadline, "no SYNC_ACK within 10 s"),
         }
     }
 }
@@ -302,14 +311,27 @@ fn duplicate_login_on_another_gateway_kicks_the_first() {
     let _: pb::HeartbeatAck = other.expect(Kind::HeartbeatAck, 2);
 }
 
+/// Holds a loopback port for as long as it lives: bound with SO_REUSEPORT
+/// but never listening, so connections to it are refused until a logic
+/// server started with `--reuse-port true` binds the same address.
+fn hold_port() -> (socket2::Socket, String) {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    s.set_reuse_port(true).unwrap();
+    let any: std::net::SocketAddr = "127.0.0.1:0".parse().unwrap();
+    s.bind(&any.into()).unwrap();
+    let addr = s.local_addr().unwrap().as_socket().unwrap().to_string();
+    (s, addr)
+}
+
 #[test]
 fn logic_down_then_back_without_clients_reconnecting() {
-    // A fixed port so the restarted server is found at the same address.
-    let probe = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = probe.local_addr().unwrap().port();
-    drop(probe);
-    let listen = format!("127.0.0.1:{port}");
-    let logic = Logic::start(&listen);
+    // The restarted server must be found at the same address: the port is
+    // held by this test throughout, never released for anyone to take.
+    let (_hold, listen) = hold_port();
+    let reuse = ["--reuse-port", "true"];
+    let logic = Logic::start_with(&listen, &reuse);
+    assert_eq!(logic.addr.to_string(), listen);
     let gw = Gateway::start(&[
         "--threads",
         "2",
@@ -346,7 +368,7 @@ fn logic_down_then_back_without_clients_reconnecting() {
     alice.send(Kind::Sync, 5, &pb::SyncReq::default());
     assert_eq!(alice.expect_error(5), pb::error::ErrorCode::Unavailable);
 
-    let _logic = Logic::start(&listen);
+    let _logic = Logic::start_with(&listen, &reuse);
     wait_linked(&gw);
     // Bob does not reconnect; his round trip shows his re-announce landed.
     routed(&mut bob);

@@ -7,6 +7,7 @@
 //! --workspace` builds it first. A missing binary fails the test.
 
 use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 
@@ -36,20 +37,20 @@ fn scratch(name: &str) -> PathBuf {
     d
 }
 
-/// A free loopback port (bound, then released for the gateway to take).
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    l.local_addr().unwrap().port()
+/// A gateway process, killed when dropped.
+struct Gateway {
+    child: Child,
+    /// The address it bound (every gateway binds with SO_REUSEPORT, so a
+    /// second one may join it).
+    addr: SocketAddr,
 }
 
-/// A gateway process, killed when dropped.
-struct Gateway(Child);
-
 impl Gateway {
-    /// Starts a gateway and returns once it says it is listening.
-    fn start(port: u16, secret: &Path, extra: &[&str]) -> Gateway {
+    /// Starts a gateway on `listen` (port 0: the kernel picks) and returns
+    /// once it says where it is listening.
+    fn start(listen: &str, secret: &Path, extra: &[&str]) -> Gateway {
         let mut child = Command::new(gateway_bin())
-            .args(["--listen", &format!("127.0.0.1:{port}"), "--threads", "1"])
+            .args(["--listen", listen, "--threads", "1"])
             .arg("--secret-file")
             .arg(secret)
             .args(extra)
@@ -60,21 +61,27 @@ impl Gateway {
         let out = child.stdout.take().unwrap();
         let mut lines = BufReader::new(out).lines();
         let first = lines.next().expect("gateway said nothing").unwrap();
-        assert!(first.contains("listening"), "gateway said {first:?}");
+        // "gateway listening on ADDR[ metrics on ADDR]"
+        let addr = first
+            .strip_prefix("gateway listening on ")
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_else(|| panic!("gateway said {first:?}"))
+            .parse()
+            .expect("a listen address");
         // Keep draining its stdout so it never blocks on a full pipe.
         std::thread::spawn(move || for _ in lines {});
-        Gateway(child)
+        Gateway { child, addr }
     }
 
     fn pid(&self) -> u32 {
-        self.0.id()
+        self.child.id()
     }
 }
 
 impl Drop for Gateway {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 }
 
@@ -106,11 +113,10 @@ fn idle_sessions_over_workers_and_sources_all_log_in_and_heartbeat() {
     let dir = scratch("idle");
     let secret = dir.join("secret");
     std::fs::write(&secret, "it secret\n").unwrap();
-    let port = free_port();
-    let gw = Gateway::start(port, &secret, &[]);
+    let gw = Gateway::start("127.0.0.1:0", &secret, &[]);
     let mut args = s(&[
         "--addr",
-        &format!("127.0.0.1:{port}"),
+        &gw.addr.to_string(),
         "--sessions",
         "300",
         "--workers",
@@ -154,11 +160,10 @@ fn a_wrong_secret_fails_every_login_as_unauthenticated() {
     let bad = dir.join("bad");
     std::fs::write(&good, "right").unwrap();
     std::fs::write(&bad, "wrong").unwrap();
-    let port = free_port();
-    let _gw = Gateway::start(port, &good, &[]);
+    let gw = Gateway::start("127.0.0.1:0", &good, &[]);
     let mut args = s(&[
         "--addr",
-        &format!("127.0.0.1:{port}"),
+        &gw.addr.to_string(),
         "--sessions",
         "50",
         "--hold-s",
@@ -182,12 +187,14 @@ fn storm_brings_every_drained_session_back_on_the_other_gateway() {
     let dir = scratch("storm");
     let secret = dir.join("secret");
     std::fs::write(&secret, "storm").unwrap();
-    let port = free_port();
-    let a = Gateway::start(port, &secret, &["--drain-ms", "500"]);
-    let _b = Gateway::start(port, &secret, &["--drain-ms", "500"]);
+    // The second gateway joins the port the first one got (SO_REUSEPORT):
+    // the port is held by a live process all along.
+    let a = Gateway::start("127.0.0.1:0", &secret, &["--drain-ms", "500"]);
+    let b = Gateway::start(&a.addr.to_string(), &secret, &["--drain-ms", "500"]);
+    assert_eq!(b.addr, a.addr);
     let mut args = s(&[
         "--addr",
-        &format!("127.0.0.1:{port}"),
+        &a.addr.to_string(),
         "--sessions",
         "200",
         "--hold-s",

@@ -34,6 +34,13 @@ pub struct Config {
     /// Address the link listener binds; gateways connect here.
     /// Default `127.0.0.1:7700`.
     pub listen: SocketAddr,
+    /// Sets `SO_REUSEPORT` on the link listener, so that a replacement
+    /// server can bind `listen` while another socket of the same user holds
+    /// the port (the old server still exiting, or a supervisor keeping the
+    /// port reserved across restarts). Leave it off otherwise: two logic
+    /// servers listening on one port would split the gateways between
+    /// them, each with half the routing state. Default false.
+    pub reuse_port: bool,
     /// Shard worker threads; 0 means one per available core
     /// (`std::thread::available_parallelism`). Default 0.
     pub threads: usize,
@@ -67,6 +74,7 @@ impl Default for Config {
     fn default() -> Self {
         Config {
             listen: SocketAddr::from(([127, 0, 0, 1], 7700)),
+            reuse_port: false,
             threads: 0,
             retention_count: 1_000,
             retention_secs: 86_400,
@@ -93,6 +101,10 @@ pub struct Cli {
     /// Link listener address (gateways connect here).
     #[arg(long)]
     pub listen: Option<SocketAddr>,
+    /// Set SO_REUSEPORT on the link listener (a restart while another
+    /// socket holds the port; never two servers at once).
+    #[arg(long)]
+    pub reuse_port: Option<bool>,
     /// Shard threads (0 = one per core).
     #[arg(long)]
     pub threads: Option<usize>,
@@ -119,6 +131,9 @@ impl Config {
         };
         if let Some(v) = cli.listen {
             cfg.listen = v;
+        }
+        if let Some(v) = cli.reuse_port {
+            cfg.reuse_port = v;
         }
         if let Some(v) = cli.threads {
             cfg.threads = v;

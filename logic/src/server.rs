@@ -15,6 +15,26 @@ use crate::net::{Net, NetConfig, WAKER};
 use crate::shard::ShardConfig;
 use crate::worker::{self, IoSender};
 
+/// Gateways connecting at once after a restart (a few per gateway process).
+const LISTEN_BACKLOG: i32 = 1024;
+
+/// The link listener: `SO_REUSEADDR` (as `std::net::TcpListener::bind`
+/// sets it), and `SO_REUSEPORT` when asked (see `Config::reuse_port`).
+fn bind_link_listener(
+    addr: SocketAddr,
+    reuse_port: bool,
+) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// A running logic server.
 #[derive(Debug)]
 pub struct Server {
@@ -46,7 +66,7 @@ impl Server {
         let n = cfg.shard_count();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let std_listener = std::net::TcpListener::bind(cfg.listen)?;
+        let std_listener = bind_link_listener(cfg.listen, cfg.reuse_port)?;
         std_listener.set_nonblocking(true)?;
         let local_addr = std_listener.local_addr()?;
         let listener = mio::net::TcpListener::from_std(std_listener);

@@ -87,9 +87,13 @@ fn room_fan_out_across_two_gateways() {
         .collect();
     acked.sort_unstable();
     assert_eq!(acked, (1..=N).collect::<Vec<_>>());
-    gc.expect_quiet();
-    ga.expect_quiet();
-    gb.expect_quiet();
+    // Nothing more is on its way: every SEND was acked, so the room's shard
+    // answers a JOIN from each gateway only after all their PUSHes were
+    // queued (common: "Barriers, not silence"). The outsider got none; no
+    // member got one twice.
+    assert_eq!(gc.join_barrier(outsider, room, 90), N);
+    assert_eq!(ga.join_barrier(on_a[0], room, 91), N);
+    assert_eq!(gb.join_barrier(on_b[0], room, 92), N);
     assert_eq!(logic.metric("logic_messages_stored_total"), N);
     assert_eq!(logic.metric("logic_pushes_sent_total"), 5 * N);
     assert_eq!(logic.metric("logic_sessions_routed"), 6);
@@ -121,7 +125,15 @@ fn inbox_dm_reaches_the_owner_only() {
         );
         assert_eq!(&p.body[..], b"hello bob");
     }
-    ga.expect_quiet();
+    // The sender got no PUSH of her DM: her retry is answered DUPLICATE by
+    // her own shard only after bob's shard flushed the fan-out; bob got
+    // nothing more: his SYNC is answered after his inbox's shard handled
+    // everything before it (common: "Barriers, not silence").
+    ga.send(alice, inbox(20), 5, b"hello bob");
+    let dup = ga.expect_next(alice, Kind::SendAck, 5).send_ack();
+    assert_eq!((dup.status, dup.msg_id), (Status::Duplicate as i32, 1));
+    gb.sync(bob_phone, 6, &[(inbox(20), 1)]);
+    gb.expect_next(bob_phone, Kind::SyncAck, 6);
 }
 
 /// One client request made through a fake gateway.
@@ -244,7 +256,10 @@ fn duplicate_send_after_a_dropped_ack() {
     g.send(again, 5, 999, b"older");
     let ack = g.collect(1)[0].send_ack();
     assert_eq!((ack.status, ack.msg_id), (Status::Duplicate as i32, 0));
-    g.expect_quiet();
+    // The duplicates stored and pushed nothing: the room's shard answers
+    // this JOIN after anything they could have sent it, and its newest id
+    // is still 1 (common: "Barriers, not silence").
+    assert_eq!(g.join_barrier(again, 5, 3), 1);
     assert_eq!(logic.metric("logic_messages_stored_total"), 1);
     assert_eq!(logic.metric("logic_duplicates_total"), 2);
     g.send(again, 5, 1001, b"next");
@@ -296,8 +311,12 @@ fn sync_returns_exactly_the_missed_messages_then_heads() {
         .map(|h| (h.channel, h.msg_id))
         .collect();
     assert_eq!(heads, vec![(5, 6), (6, 0), (7, 0), (inbox(20), 1)]);
-    g.expect_quiet();
-    assert_eq!(logic.metric("logic_sync_requests_total"), 1);
+    // No PUSH of that SYNC trails its ACK: a second SYNC at the heads just
+    // reported reaches every shard after the first one's parts and pushes
+    // nothing, so its ACK is next (common: "Barriers, not silence").
+    g.sync(bob, 78, &heads);
+    g.expect_next(bob, Kind::SyncAck, 78);
+    assert_eq!(logic.metric("logic_sync_requests_total"), 2);
 }
 
 #[test]
@@ -325,7 +344,9 @@ fn duplicate_login_on_a_second_gateway_kicks_the_first_and_stale_close_is_fenced
     g1.send(other, 5, 1, b"still there?");
     let got = g2.collect(1);
     assert_eq!((got[0].target, got[0].push().msg_id), (new.s, 1));
-    g2.expect_quiet();
+    // Only the new session got it (once): the room's shard answers this
+    // JOIN after that PUSH (common: "Barriers, not silence").
+    assert_eq!(g2.join_barrier(new, 5, 2), 1);
     assert_eq!(logic.metric("logic_sessions_routed"), 2);
 }
 
@@ -347,11 +368,21 @@ fn a_closed_link_drops_its_gateways_sessions() {
     let mut g2 = logic.gateway(2);
     g1.send(a, 5, 1, b"x");
     assert_eq!(g1.collect(2).len(), 2);
-    g2.expect_quiet();
-    // After the re-announce it is routed again.
+    // Nothing for b: "x" was acked, so the room's shard answers a JOIN from
+    // another session of g2 after its PUSHes (common: "Barriers, not
+    // silence").
+    let c = Sess::new(2, 1, 12, 1);
+    g2.open(c);
+    assert_eq!(g2.join_barrier(c, 5, 1), 1);
+    // After the re-announce it is routed again. b's JOIN reaches the room's
+    // shard after the presence its Reopen sent there, so the next SEND
+    // finds it.
     g2.reopen(b);
+    assert_eq!(g2.join_barrier(b, 5, 2), 1);
     g1.send(a, 5, 2, b"y");
-    assert_eq!(g2.collect(1)[0].push().msg_id, 2);
+    let got = g2.collect(2);
+    assert_eq!(to(&got, b, Kind::Push)[0].push().msg_id, 2);
+    assert_eq!(to(&got, c, Kind::Push)[0].push().msg_id, 2);
 }
 
 #[test]
@@ -377,7 +408,11 @@ fn a_reannounce_loses_to_a_login_made_while_its_link_was_down() {
         }
         other => panic!("expected a Kick, got {other:?}"),
     }
-    g2.expect_quiet();
+    // The login on g2 was not kicked: uin 10's shard decided the Reopen
+    // (its Kick was read above) before it answers this SYNC, so a Kick for
+    // on_g2 would come first (common: "Barriers, not silence").
+    g2.sync(on_g2, 9, &[]);
+    g2.expect_next(on_g2, Kind::SyncAck, 9);
     g2.send(on_g2, 5, 1, b"mine");
     let got = g2.collect(2);
     assert_eq!(to(&got, on_g2, Kind::Push)[0].push().msg_id, 1);

@@ -237,8 +237,15 @@ pub struct Logic {
 impl Logic {
     /// Starts `logic --listen ADDR` and waits for its "listening" line.
     pub fn start(listen: &str) -> Logic {
+        Logic::start_with(listen, &[])
+    }
+
+    /// Starts `logic --listen ADDR <extra>` and waits for its "listening"
+    /// line.
+    pub fn start_with(listen: &str, extra: &[&str]) -> Logic {
         let mut child = Command::new(logic_bin())
             .args(["--listen", listen, "--threads", "2"])
+            .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .spawn()

@@ -1,6 +1,35 @@
 //! Test harness: starts the real `logic` binary on a loopback port and
 //! speaks the link protocol to it as fake gateways. Every read has a socket
 //! timeout, so a missing answer fails the test instead of hanging it.
+//!
+//! # Barriers, not silence
+//!
+//! "Nothing more arrives" is shown by a round trip whose answer is ordered
+//! behind anything the earlier requests could still send, never by waiting
+//! a while: [`Gateway::expect_next`] takes the next link message and fails
+//! unless it is exactly the barrier's answer. The ordering comes from
+//! `logic/src/lib.rs` ("Threads and sharding", "Flows") and
+//! `logic/src/worker.rs`:
+//! - a shard's link output reaches the network thread through one FIFO in
+//!   the order the shard produced it, and each fake gateway has one link
+//!   connection, so a gateway receives any one shard's frames in that order;
+//!   a shard flushes its link output before its messages to peer shards;
+//! - every PUSH of a channel is produced by the channel's one shard, in the
+//!   same step as the SEND_ACK(OK) of its SEND.
+//!
+//! Hence three barriers, each sent once the answers of the requests it
+//! covers have been read:
+//! - [`Gateway::join_barrier`]: a JOIN of a room is answered by the room's
+//!   shard (also for a member joining again). It reaches that shard after
+//!   the earlier SENDs were stored there, so every PUSH they caused, to any
+//!   gateway, was queued before its JOIN_ACK.
+//! - a SYNC ([`Gateway::sync`] then `expect_next`) is answered by the
+//!   user's shard once every shard holding one of the user's channels has
+//!   handled its part, which each does after the requests queued before it
+//!   and flushes (PUSHes first) before reporting.
+//! - a retried SEND (same `client_msg_id`) is answered DUPLICATE by the
+//!   sender's shard, only after the channel's shard reported the original's
+//!   outcome, which it does after flushing the original's fan-out.
 
 #![allow(dead_code)] // Each test binary uses a different subset.
 
@@ -17,8 +46,6 @@ use proto::pb;
 
 /// How long any expected answer may take.
 pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
-/// How long a gateway must stay silent to count as "received nothing".
-pub const QUIET: Duration = Duration::from_millis(300);
 
 /// The inbox channel of `uin`.
 pub fn inbox(uin: u64) -> u64 {
@@ -335,11 +362,51 @@ impl Gateway {
         }
     }
 
-    /// Asserts that nothing arrives for [`QUIET`].
-    pub fn expect_quiet(&mut self) {
-        if let Some(m) = self.recv_within(QUIET) {
-            panic!("gateway {} expected nothing, got {m:?}", self.id);
-        }
+    /// The next link message, which must be exactly one client frame for
+    /// `s`, of `kind` and `seq`: a barrier's answer (see the module doc),
+    /// so anything still coming to this gateway from earlier requests
+    /// fails the test here instead of arriving unseen later.
+    pub fn expect_next(&mut self, s: Sess, kind: Kind, seq: u32) -> Got {
+        let mut got = match self.recv() {
+            LinkMsg::Deliver { targets, frame } => {
+                let mut got = Vec::new();
+                unpack(&mut got, &targets, &frame);
+                got
+            }
+            other => panic!(
+                "gateway {}: expected {kind:?} {seq}, got {other:?}",
+                self.id
+            ),
+        };
+        assert_eq!(
+            got.len(),
+            1,
+            "gateway {}: expected only {kind:?} {seq}, got {got:?}",
+            self.id
+        );
+        let g = got.remove(0);
+        assert_eq!(
+            (g.target, g.kind, g.seq),
+            (s.s, kind, seq),
+            "gateway {}: expected {kind:?} {seq} first, got {g:?}",
+            self.id
+        );
+        g
+    }
+
+    /// A barrier behind every PUSH of `room` caused by SENDs whose acks
+    /// were read: `s` (re)joins the room and the JOIN_ACK(OK) must be the
+    /// next message (see the module doc). Returns the room's newest id.
+    pub fn join_barrier(&mut self, s: Sess, room: u64, seq: u32) -> u64 {
+        self.join(s, room, seq);
+        let ack = pb::JoinAck::decode(self.expect_next(s, Kind::JoinAck, seq).body)
+            .expect("join ack body");
+        assert_eq!(
+            (ack.status, ack.channel),
+            (pb::Status::Ok as i32, room),
+            "{ack:?}"
+        );
+        ack.newest_msg_id
     }
 }
 
