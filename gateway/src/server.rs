@@ -100,6 +100,7 @@ impl Server {
         for (index, listener) in listeners.into_iter().enumerate() {
             let wcfg = WorkerConfig {
                 index,
+                workers: threads,
                 session: SessionConfig {
                     heartbeat: cfg.heartbeat.clone(),
                     rate: cfg.rate,

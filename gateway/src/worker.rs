@@ -56,6 +56,8 @@ pub const STOP: u8 = 2;
 #[derive(Debug, Clone)]
 pub struct WorkerConfig {
     pub index: usize,
+    /// Workers in this process (drain spreads GOAWAYs across all of them).
+    pub workers: usize,
     pub session: SessionConfig,
     pub max_body: usize,
     pub tick_ms: u64,
@@ -684,7 +686,7 @@ impl Worker {
         let n = live.len().max(1) as u64;
         let mut queue = VecDeque::with_capacity(live.len());
         for (i, key) in live.into_iter().enumerate() {
-            let offset = self.cfg.drain_ms * i as u64 / n;
+            let offset = drain_offset(self.cfg.drain_ms, i as u64, n, &self.cfg);
             let conn = &self.conns[key];
             conn.session.goaway(&mut self.tx, offset as u32);
             self.stats.frames_out.inc();
@@ -723,6 +725,15 @@ impl Worker {
     }
 }
 
+/// The GOAWAY delay of the `i`th of `n` live sessions of this worker: the
+/// workers' delays interleave (worker `w` of `W` is shifted by `w / W` of
+/// one slot), so the process as a whole spreads its reconnects evenly over
+/// the window instead of every worker picking the same instants.
+fn drain_offset(drain_ms: u64, i: u64, n: u64, cfg: &WorkerConfig) -> u64 {
+    let w = cfg.workers.max(1) as u64;
+    drain_ms * (i * w + (cfg.index as u64).min(w - 1)) / (n.max(1) * w)
+}
+
 /// Writes as much of `buf` as the socket takes without blocking.
 fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
     let mut off = 0;
@@ -739,3 +750,43 @@ fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
 }
 
 mod down;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cfg(index: usize, workers: usize) -> WorkerConfig {
+        WorkerConfig {
+            index,
+            workers,
+            session: SessionConfig {
+                heartbeat: crate::heartbeat::HeartbeatPolicy::default(),
+                rate: crate::ratelimit::RateLimit::default(),
+                login_timeout_ms: 10_000,
+                linger_ms: 2_000,
+                key: proto::TokenKey::new(b"k"),
+                session_id_prefix: 0,
+            },
+            max_body: 65_536,
+            tick_ms: 100,
+            wheel_slots: 64,
+            max_connections: 10,
+            drain_ms: 1_000,
+            write_budget: 1 << 20,
+        }
+    }
+
+    #[test]
+    fn drain_delays_of_two_workers_interleave_over_the_window() {
+        let n = 100;
+        let mut all: Vec<u64> = (0..2)
+            .flat_map(|w| (0..n).map(move |i| drain_offset(1_000, i, n, &cfg(w, 2))))
+            .collect();
+        assert!(all.iter().all(|&d| d < 1_000));
+        all.sort_unstable();
+        all.dedup();
+        assert_eq!(all.len(), 200, "every session its own instant");
+        assert_eq!(drain_offset(1_000, 0, n, &cfg(0, 2)), 0);
+        assert_eq!(drain_offset(1_000, 0, n, &cfg(1, 2)), 5);
+    }
+}
