@@ -80,7 +80,7 @@ pub struct RunArgs {
     /// SO_RCVBUF for client sockets.
     #[arg(long)]
     pub recv_buffer: Option<usize>,
-    /// SO_SNDBUF for client sockets.
+    /// SO_SNDBUF for client sockets (0: the kernel's autotuning).
     #[arg(long)]
     pub send_buffer: Option<usize>,
     /// SEND rate limit per session (per second).
@@ -89,6 +89,32 @@ pub struct RunArgs {
     /// SEND burst per session.
     #[arg(long)]
     pub send_burst: Option<u32>,
+    /// JOIN rate limit per session (per second).
+    #[arg(long)]
+    pub join_rate: Option<u32>,
+    /// JOIN burst per session.
+    #[arg(long)]
+    pub join_burst: Option<u32>,
+    /// LEAVE rate limit per session (per second).
+    #[arg(long)]
+    pub leave_rate: Option<u32>,
+    /// LEAVE burst per session.
+    #[arg(long)]
+    pub leave_burst: Option<u32>,
+    /// SYNC rate limit per session (per second).
+    #[arg(long)]
+    pub sync_rate: Option<u32>,
+    /// SYNC burst per session.
+    #[arg(long)]
+    pub sync_burst: Option<u32>,
+    /// Entries per worker in the rate-limit table (buckets kept across a
+    /// reconnect, and the JOIN/LEAVE/SYNC buckets).
+    #[arg(long)]
+    pub rate_table_capacity: Option<usize>,
+    /// At the open-file limit, how long a pending connection waits for a
+    /// descriptor before it is refused (0: at once).
+    #[arg(long)]
+    pub emfile_grace_ms: Option<u64>,
     /// Timer wheel tick.
     #[arg(long)]
     pub tick_ms: Option<u32>,
@@ -134,11 +160,17 @@ impl RunArgs {
         if self.recv_buffer.is_some() {
             cfg.recv_buffer = self.recv_buffer;
         }
-        if self.send_buffer.is_some() {
-            cfg.send_buffer = self.send_buffer;
-        }
+        set(&mut cfg.send_buffer, &self.send_buffer);
         set(&mut cfg.rate.per_sec, &self.send_rate);
         set(&mut cfg.rate.burst, &self.send_burst);
+        set(&mut cfg.join_rate.per_sec, &self.join_rate);
+        set(&mut cfg.join_rate.burst, &self.join_burst);
+        set(&mut cfg.leave_rate.per_sec, &self.leave_rate);
+        set(&mut cfg.leave_rate.burst, &self.leave_burst);
+        set(&mut cfg.sync_rate.per_sec, &self.sync_rate);
+        set(&mut cfg.sync_rate.burst, &self.sync_burst);
+        set(&mut cfg.rate_table_capacity, &self.rate_table_capacity);
+        set(&mut cfg.emfile_grace_ms, &self.emfile_grace_ms);
         set(&mut cfg.tick_ms, &self.tick_ms);
         set(&mut cfg.write_budget, &self.write_budget);
         set(&mut cfg.uplink_queue, &self.uplink_queue);
@@ -177,8 +209,17 @@ mod tests {
             "false",
             "--secret-file",
             "/x",
+            "--join-rate",
+            "3",
+            "--sync-burst",
+            "4",
+            "--send-buffer",
+            "0",
         ]);
         let cfg = cli.run.load().unwrap();
+        assert_eq!((cfg.join_rate.per_sec, cfg.join_rate.burst), (3, 50));
+        assert_eq!((cfg.sync_rate.per_sec, cfg.sync_rate.burst), (2, 4));
+        assert_eq!(cfg.send_buffer, 0);
         assert_eq!(cfg.listen, "127.0.0.1:1".parse().unwrap());
         assert!(!cfg.heartbeat.adaptive);
         assert_eq!(cfg.heartbeat.wired_ms, 1234);

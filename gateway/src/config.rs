@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::heartbeat::HeartbeatPolicy;
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{Limits, RateLimit};
 
 /// Everything the `gateway` binary can be told. Each field shows its
 /// default.
@@ -27,8 +27,14 @@ pub struct Config {
     /// SO_RCVBUF for client sockets, set on the listener and inherited by
     /// accepted sockets. Default none (the kernel's `tcp_rmem` default).
     pub recv_buffer: Option<usize>,
-    /// SO_SNDBUF for client sockets, likewise. Default none (`tcp_wmem`).
-    pub send_buffer: Option<usize>,
+    /// SO_SNDBUF for client sockets, likewise (bytes; Linux reserves twice
+    /// this, its own overhead included, and turns off send-buffer
+    /// autotuning for the socket). Part of the slow-consumer bound: a
+    /// session pins at most `write_budget` + one frame in user space plus
+    /// this in the kernel (see `write_budget`). 0 leaves the kernel's
+    /// `tcp_wmem` autotuning (up to 4 MiB per socket). Default 131,072
+    /// (128 KiB).
+    pub send_buffer: usize,
     /// TCP_NODELAY on client sockets (set on the listener; Linux copies it
     /// to accepted sockets). Default true: replies are small and latency
     /// matters more than segment count.
@@ -42,8 +48,27 @@ pub struct Config {
     pub login_timeout_ms: u32,
     /// Heartbeat intervals, adaptation and idle timeout (rules 4 and 5).
     pub heartbeat: HeartbeatPolicy,
-    /// SEND rate limit per session (rule 10).
+    /// SEND rate limit per session (rule 10): `[rate]`, default 20 per
+    /// second, bursts of 40.
     pub rate: RateLimit,
+    /// JOIN rate limit per session: `[join_rate]`, default 10 per second,
+    /// bursts of 50. Over it, JOIN_ACK(`RATE_LIMITED`).
+    #[serde(default = "join_default")]
+    pub join_rate: RateLimit,
+    /// LEAVE rate limit per session: `[leave_rate]`, default 10 per second,
+    /// bursts of 50. Over it, LEAVE_ACK(`RATE_LIMITED`).
+    #[serde(default = "leave_default")]
+    pub leave_rate: RateLimit,
+    /// SYNC rate limit per session: `[sync_rate]`, default 2 per second,
+    /// bursts of 10. Over it, ERROR(`UNAVAILABLE`) (SYNC_ACK has no status;
+    /// the ERROR does not close).
+    #[serde(default = "sync_default")]
+    pub sync_rate: RateLimit,
+    /// Entries per worker in the table that keeps rate-limit buckets past
+    /// a session's end (so a reconnect does not refill them) and the JOIN,
+    /// LEAVE and SYNC buckets of live sessions; about 40 bytes each. An
+    /// entry lives only until its buckets have refilled. Default 65,536.
+    pub rate_table_capacity: usize,
     /// Drain window on SIGTERM (rule 12): GOAWAY delays and closes are
     /// spread over it. Default 30,000 ms.
     pub drain_ms: u64,
@@ -70,8 +95,31 @@ pub struct Config {
     /// A full up-queue pauses that worker's reads. Default 65,536.
     pub uplink_queue: usize,
     /// Output queued for one session (bytes) beyond which it is a slow
-    /// consumer: KICK(SLOW_CONSUMER) and close. Default 1 MiB.
+    /// consumer: what is queued behind the frame being written is dropped,
+    /// KICK(SLOW_CONSUMER) goes right behind that frame, and the
+    /// connection closes once it is written (or after `linger_ms`). With
+    /// `send_buffer`, a session's output pins at most `write_budget` + one
+    /// frame + 2 x `send_buffer` (kernel). Default 1 MiB.
     pub write_budget: usize,
+    /// At the open-file limit (EMFILE/ENFILE), how long a pending
+    /// connection may wait in the backlog for a descriptor to free up
+    /// (accepts are retried after every close and on every loop turn)
+    /// before it is refused: accepted on a spare descriptor and closed at
+    /// once, so the client sees the connection end instead of hanging.
+    /// 0 refuses at once. Default 250 ms.
+    pub emfile_grace_ms: u64,
+}
+
+fn join_default() -> RateLimit {
+    RateLimit::JOIN
+}
+
+fn leave_default() -> RateLimit {
+    RateLimit::LEAVE
+}
+
+fn sync_default() -> RateLimit {
+    RateLimit::SYNC
 }
 
 impl Default for Config {
@@ -81,13 +129,17 @@ impl Default for Config {
             threads: 0,
             backlog: 4096,
             recv_buffer: None,
-            send_buffer: None,
+            send_buffer: 128 << 10,
             nodelay: true,
             secret_file: None,
             max_body: proto::codec::DEFAULT_MAX_BODY,
             login_timeout_ms: 10_000,
             heartbeat: HeartbeatPolicy::default(),
             rate: RateLimit::default(),
+            join_rate: RateLimit::JOIN,
+            leave_rate: RateLimit::LEAVE,
+            sync_rate: RateLimit::SYNC,
+            rate_table_capacity: 65_536,
             drain_ms: 30_000,
             linger_ms: 2_000,
             tick_ms: 100,
@@ -97,6 +149,7 @@ impl Default for Config {
             logic: None,
             uplink_queue: 65_536,
             write_budget: 1 << 20,
+            emfile_grace_ms: 250,
         }
     }
 }
@@ -132,6 +185,16 @@ impl Config {
             path: path.to_owned(),
             source: Box::new(source),
         })
+    }
+
+    /// Every per-session rate limit.
+    pub fn limits(&self) -> Limits {
+        Limits {
+            send: self.rate,
+            join: self.join_rate,
+            leave: self.leave_rate,
+            sync: self.sync_rate,
+        }
     }
 
     /// Worker threads to start.
@@ -191,6 +254,17 @@ mod tests {
             }
         );
         assert_eq!(cfg.max_body, 65_536);
+        assert_eq!(cfg.join_rate, RateLimit::JOIN);
+        assert_eq!(cfg.send_buffer, 128 << 10);
+        std::fs::write(
+            &path,
+            "send_buffer = 0\n[sync_rate]\nper_sec = 1\nburst = 3\n",
+        )
+        .unwrap();
+        let cfg = Config::from_file(&path).unwrap();
+        assert_eq!((cfg.sync_rate.per_sec, cfg.sync_rate.burst), (1, 3));
+        assert_eq!(cfg.leave_rate, RateLimit::LEAVE);
+        assert_eq!(cfg.send_buffer, 0);
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(matches!(
             Config::from_file(&path),

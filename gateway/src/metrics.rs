@@ -87,6 +87,13 @@ pub struct WorkerStats {
     pub bytes_out: Counter,
     pub forwarded: Counter,
     pub delivered: Counter,
+    /// Requests answered UNAVAILABLE because the queue to the uplink was
+    /// full.
+    pub bounced_full: Counter,
+    /// Server frames over the client's max body, dropped.
+    pub oversize_dropped: Counter,
+    /// Connections refused at the open-file limit.
+    pub refused_fd_limit: Counter,
 }
 
 impl WorkerStats {
@@ -184,6 +191,24 @@ pub fn render(all: &[Arc<WorkerStats>], uplink_connected: bool) -> String {
         "counter",
         "Frames from the logic tier written to sessions.",
         sum(all, |s| s.delivered.get()),
+    );
+    one(
+        "millgate_uplink_full_unavailable_total",
+        "counter",
+        "Requests answered UNAVAILABLE because the queue to the uplink was full.",
+        sum(all, |s| s.bounced_full.get()),
+    );
+    one(
+        "millgate_oversize_dropped_total",
+        "counter",
+        "Frames from the logic tier over the client max body, dropped.",
+        sum(all, |s| s.oversize_dropped.get()),
+    );
+    one(
+        "millgate_refused_fd_limit_total",
+        "counter",
+        "Connections refused at the open-file limit (spare descriptor).",
+        sum(all, |s| s.refused_fd_limit.get()),
     );
     one(
         "millgate_uplink_connected",

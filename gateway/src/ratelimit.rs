@@ -1,4 +1,8 @@
-//! The per-session SEND rate limit of PROTOCOL.md rule 10, sans-io.
+//! The per-session rate limits, sans-io: SEND (PROTOCOL.md rule 10) and,
+//! the same way, JOIN, LEAVE and SYNC (see [`Limits`]). The per-worker
+//! [`Table`] keeps what does not fit in every session: the JOIN, LEAVE
+//! and SYNC buckets, and every bucket of a session that ended, so a
+//! reconnect does not refill them.
 //!
 //! A token bucket expressed as GCRA (the generic cell rate algorithm), so a
 //! session's whole limiter state is one `u32`: the theoretical arrival time
@@ -16,11 +20,14 @@
 
 use serde::{Deserialize, Serialize};
 
-/// Rate limit settings. Every field has the default shown.
+/// One token bucket's settings (SEND's defaults shown; the other kinds'
+/// are on [`RateLimit::JOIN`], [`RateLimit::LEAVE`], [`RateLimit::SYNC`]).
+/// A TOML table that gives only one field takes the other from SEND's
+/// defaults.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct RateLimit {
-    /// Sustained SENDs per second per session. Default 20.
+    /// Sustained requests per second per session. Default 20.
     pub per_sec: u32,
     /// Burst size; the bucket starts full. Default 40.
     pub burst: u32,
@@ -35,7 +42,69 @@ impl Default for RateLimit {
     }
 }
 
+/// Every per-session limit. Each bucket starts full at the first LOGIN
+/// of a (uin, device) on a worker; one its last session left empty is
+/// taken over by the next login (see [`Table`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    pub send: RateLimit,
+    pub join: RateLimit,
+    pub leave: RateLimit,
+    pub sync: RateLimit,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            send: RateLimit::default(),
+            join: RateLimit::JOIN,
+            leave: RateLimit::LEAVE,
+            sync: RateLimit::SYNC,
+        }
+    }
+}
+
+impl Limits {
+    /// The limit of `bucket`.
+    pub fn of(&self, bucket: Bucket) -> &RateLimit {
+        match bucket {
+            Bucket::Send => &self.send,
+            Bucket::Join => &self.join,
+            Bucket::Leave => &self.leave,
+            Bucket::Sync => &self.sync,
+        }
+    }
+}
+
+/// Which request kind a bucket limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Bucket {
+    Send = 0,
+    Join = 1,
+    Leave = 2,
+    Sync = 3,
+}
+
+impl Bucket {
+    pub const ALL: [Bucket; 4] = [Bucket::Send, Bucket::Join, Bucket::Leave, Bucket::Sync];
+}
+
 impl RateLimit {
+    /// JOIN default: 10 per second, bursts of 50 (a client joining a few
+    /// dozen rooms at once is not limited).
+    pub const JOIN: RateLimit = RateLimit {
+        per_sec: 10,
+        burst: 50,
+    };
+    /// LEAVE default: as JOIN.
+    pub const LEAVE: RateLimit = RateLimit::JOIN;
+    /// SYNC default: 2 per second, bursts of 10 (one SYNC per reconnect is
+    /// the normal use; each may PUSH up to the retention of every room).
+    pub const SYNC: RateLimit = RateLimit {
+        per_sec: 2,
+        burst: 10,
+    };
+
     fn interval_ms(&self) -> u32 {
         (1_000 / self.per_sec.max(1)).max(1)
     }
@@ -63,7 +132,17 @@ impl RateLimit {
         *tat = now.wrapping_add(ahead).wrapping_add(t);
         true
     }
+
+    /// True when `tat` no longer holds anything back at `now`: the bucket
+    /// is full again, exactly as a fresh one (`tat == now`) would be.
+    pub fn is_full(&self, tat: u32, now: u32) -> bool {
+        let ahead = tat.wrapping_sub(now);
+        ahead == 0 || ahead > self.tolerance_ms().saturating_add(self.interval_ms())
+    }
 }
+
+mod table;
+pub use table::Table;
 
 #[cfg(test)]
 mod tests {
@@ -111,5 +190,20 @@ mod tests {
         // Stale TAT from long before: bucket is full.
         let mut stale = 1_000;
         assert_eq!(allowed_in_burst(&rl, &mut stale, 1_000 + (3 << 30)), 40);
+    }
+
+    #[test]
+    fn a_bucket_is_full_again_once_its_tat_has_passed() {
+        let rl = RateLimit::default();
+        let mut tat = 0;
+        assert!(rl.is_full(tat, 0), "fresh");
+        assert!(rl.allow(&mut tat, 0));
+        assert!(!rl.is_full(tat, 0));
+        assert!(!rl.is_full(tat, 49));
+        assert!(rl.is_full(tat, 50));
+        assert!(rl.is_full(tat, 50 + (3 << 30)), "long past");
+        assert_eq!(allowed_in_burst(&rl, &mut tat, 50), 40);
+        assert!(!rl.is_full(tat, 1_999));
+        assert!(rl.is_full(tat, 2_050));
     }
 }

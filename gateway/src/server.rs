@@ -63,8 +63,8 @@ fn bind_listener(addr: SocketAddr, cfg: &Config) -> io::Result<mio::net::TcpList
     if let Some(n) = cfg.recv_buffer {
         socket.set_recv_buffer_size(n)?;
     }
-    if let Some(n) = cfg.send_buffer {
-        socket.set_send_buffer_size(n)?;
+    if cfg.send_buffer > 0 {
+        socket.set_send_buffer_size(cfg.send_buffer)?;
     }
     socket.bind(&addr.into())?;
     socket.listen(cfg.backlog)?;
@@ -103,7 +103,7 @@ impl Server {
                 workers: threads,
                 session: SessionConfig {
                     heartbeat: cfg.heartbeat.clone(),
-                    rate: cfg.rate,
+                    rate: cfg.limits(),
                     login_timeout_ms: cfg.login_timeout_ms,
                     linger_ms: cfg.linger_ms,
                     key: key.clone(),
@@ -115,6 +115,8 @@ impl Server {
                 max_connections: cfg.max_connections_per_thread,
                 drain_ms: cfg.drain_ms,
                 write_budget: cfg.write_budget,
+                rate_table_capacity: cfg.rate_table_capacity,
+                emfile_grace_ms: cfg.emfile_grace_ms,
             };
             let (w, waker) = Worker::new(wcfg, listener, stats[index].clone(), control.clone())
                 .map_err(|source| StartError::Worker { index, source })?;

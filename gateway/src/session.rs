@@ -19,13 +19,14 @@ use proto::pb::{self, error::ErrorCode};
 use proto::{DecodeError, Frame, Kind, TokenError, TokenKey};
 
 use crate::heartbeat::HeartbeatPolicy;
-use crate::ratelimit::RateLimit;
+use crate::ratelimit::{self, Bucket, Limits};
 
 /// Settings every session of a worker shares.
 #[derive(Debug, Clone)]
 pub struct SessionConfig {
     pub heartbeat: HeartbeatPolicy,
-    pub rate: RateLimit,
+    /// Per-session rate limits (SEND, JOIN, LEAVE, SYNC).
+    pub rate: Limits,
     /// Rule 1: LOGIN must arrive within this long of the accept.
     pub login_timeout_ms: u32,
     /// After an ERROR that closes, how long to keep draining the client's
@@ -275,6 +276,10 @@ impl Session {
     pub fn epoch(&self) -> u32 {
         self.epoch
     }
+    /// The SEND bucket's state (see `ratelimit`), kept past the session.
+    pub fn send_tat(&self) -> u32 {
+        self.tat
+    }
     /// The current heartbeat interval (ms); 0 before LOGIN.
     pub fn heartbeat_ms(&self) -> u32 {
         self.hb_ms
@@ -359,18 +364,20 @@ impl Session {
     }
 
     /// A whole frame arrived at `now`. `backend_up` says whether the logic
-    /// tier is reachable (rule 13).
+    /// tier is reachable (rule 13); `buckets` is the worker's rate-limit
+    /// table (JOIN, LEAVE and SYNC buckets, and SEND's across a reconnect).
     pub fn handle_frame(
         &mut self,
         now: Now,
         cfg: &SessionConfig,
         backend_up: bool,
+        buckets: &mut ratelimit::Table,
         frame: &Frame,
         out: &mut BytesMut,
     ) -> Outcome {
         match self.state() {
             State::Closing => Outcome::Continue,
-            State::AwaitLogin => self.handle_login(now, cfg, frame, out),
+            State::AwaitLogin => self.handle_login(now, cfg, buckets, frame, out),
             State::Active => {
                 let t = now.mono_ms as u32;
                 self.last_seen = t;
@@ -379,7 +386,7 @@ impl Session {
                     // idle timeout, so this keeps the login within a wrap.
                     self.login = t.wrapping_sub(LOGIN_AGE_CAP_MS);
                 }
-                self.handle_active(now, cfg, backend_up, frame, out)
+                self.handle_active(now, cfg, backend_up, buckets, frame, out)
             }
         }
     }
@@ -388,6 +395,7 @@ impl Session {
         &mut self,
         now: Now,
         cfg: &SessionConfig,
+        buckets: &mut ratelimit::Table,
         frame: &Frame,
         out: &mut BytesMut,
     ) -> Outcome {
@@ -431,7 +439,9 @@ impl Session {
         self.last_seen = t;
         self.last_hb = t;
         self.prev_iv = U24::default();
-        self.tat = t;
+        // What the last session of this (uin, device) left (rule 10 across
+        // a reconnect), or a full bucket.
+        self.tat = buckets.login(self.uin, self.device, t);
         self.hb_ms = cfg.heartbeat.starting_ms(login.network);
         let ack = pb::LoginAck {
             heartbeat_ms: self.hb_ms,
@@ -448,6 +458,7 @@ impl Session {
         now: Now,
         cfg: &SessionConfig,
         backend_up: bool,
+        buckets: &mut ratelimit::Table,
         frame: &Frame,
         out: &mut BytesMut,
     ) -> Outcome {
@@ -473,7 +484,7 @@ impl Session {
             }
             Kind::Login => self.refuse(now, out, seq, CloseReason::BadFrame, "already logged in"),
             Kind::Send => {
-                if !cfg.rate.allow(&mut self.tat, now.mono_ms as u32) {
+                if !cfg.rate.send.allow(&mut self.tat, now.mono_ms as u32) {
                     return self.answer_send(now, out, frame, pb::Status::RateLimited);
                 }
                 if backend_up {
@@ -481,8 +492,21 @@ impl Session {
                 }
                 self.answer_unavailable(now, frame, out)
             }
-            Kind::Sync | Kind::Join | Kind::Leave if backend_up => Outcome::Forward,
-            Kind::Sync | Kind::Join | Kind::Leave => self.answer_unavailable(now, frame, out),
+            Kind::Sync | Kind::Join | Kind::Leave => {
+                let bucket = match frame.kind {
+                    Kind::Sync => Bucket::Sync,
+                    Kind::Join => Bucket::Join,
+                    _ => Bucket::Leave,
+                };
+                let t = now.mono_ms as u32;
+                if !buckets.allow(&cfg.rate, bucket, self.uin, self.device, t) {
+                    return self.answer_status(now, frame, out, pb::Status::RateLimited);
+                }
+                if backend_up {
+                    return Outcome::Forward;
+                }
+                self.answer_unavailable(now, frame, out)
+            }
             // A server-to-client kind sent by a client.
             _ => self.refuse(
                 now,
@@ -497,13 +521,27 @@ impl Session {
     /// Rule 13: the answer to SEND, SYNC, JOIN or LEAVE while the logic
     /// tier is unreachable (also for a frame the uplink could not send).
     pub fn answer_unavailable(&mut self, now: Now, frame: &Frame, out: &mut BytesMut) -> Outcome {
+        self.answer_status(now, frame, out, pb::Status::Unavailable)
+    }
+
+    /// Answers a SEND, SYNC, JOIN or LEAVE the gateway refuses itself with
+    /// `status` (`UNAVAILABLE` or `RATE_LIMITED`). SYNC_ACK has no status:
+    /// a refused SYNC gets ERROR(`UNAVAILABLE`), which does not close, and
+    /// the message says which.
+    fn answer_status(
+        &mut self,
+        now: Now,
+        frame: &Frame,
+        out: &mut BytesMut,
+        status: pb::Status,
+    ) -> Outcome {
         let seq = frame.seq;
         match frame.kind {
-            Kind::Send => self.answer_send(now, out, frame, pb::Status::Unavailable),
+            Kind::Send => self.answer_send(now, out, frame, status),
             Kind::Join => match pb::Join::decode(frame.body.clone()) {
                 Ok(join) => {
                     let ack = pb::JoinAck {
-                        status: pb::Status::Unavailable as i32,
+                        status: status as i32,
                         channel: join.channel,
                         newest_msg_id: 0,
                     };
@@ -521,7 +559,7 @@ impl Session {
             Kind::Leave => match pb::Leave::decode(frame.body.clone()) {
                 Ok(leave) => {
                     let ack = pb::LeaveAck {
-                        status: pb::Status::Unavailable as i32,
+                        status: status as i32,
                         channel: leave.channel,
                     };
                     proto::encode(out, Kind::LeaveAck, seq, &ack);
@@ -536,14 +574,65 @@ impl Session {
                 ),
             },
             _ => {
-                put_error(
-                    out,
-                    seq,
-                    ErrorCode::Unavailable,
-                    "the logic tier is unreachable",
-                );
+                let message = if status == pb::Status::RateLimited {
+                    "rate limited: retry later"
+                } else {
+                    "the logic tier is unreachable"
+                };
+                put_error(out, seq, ErrorCode::Unavailable, message);
                 Outcome::Continue
             }
+        }
+    }
+
+    /// A reply from the logic tier (`reply`, an encoded frame) was too
+    /// large for the client (over the max body) and is dropped: writes the
+    /// rule-13 UNAVAILABLE answer to the request it answered, keeping what
+    /// the request's own answer would echo (channel, client_msg_id). Only
+    /// the reply's small leading fields are needed; a body that does not
+    /// decode still gets an answer, without them.
+    pub fn answer_dropped_reply(&self, reply: &[u8], out: &mut BytesMut) {
+        let (kind, seq) = match reply.get(..proto::codec::HEADER_LEN) {
+            Some(h) => (h[5], u32::from_be_bytes([h[8], h[9], h[10], h[11]])),
+            None => return,
+        };
+        let body = &reply[proto::codec::HEADER_LEN..];
+        let unavailable = pb::Status::Unavailable as i32;
+        match Kind::from_u8(kind) {
+            Some(Kind::SendAck) => {
+                let got = pb::SendAck::decode(body).unwrap_or_default();
+                let ack = pb::SendAck {
+                    status: unavailable,
+                    channel: got.channel,
+                    msg_id: 0,
+                    client_msg_id: got.client_msg_id,
+                };
+                proto::encode(out, Kind::SendAck, seq, &ack);
+            }
+            Some(Kind::JoinAck) => {
+                let got = pb::JoinAck::decode(body).unwrap_or_default();
+                let ack = pb::JoinAck {
+                    status: unavailable,
+                    channel: got.channel,
+                    newest_msg_id: 0,
+                };
+                proto::encode(out, Kind::JoinAck, seq, &ack);
+            }
+            Some(Kind::LeaveAck) => {
+                let got = pb::LeaveAck::decode(body).unwrap_or_default();
+                let ack = pb::LeaveAck {
+                    status: unavailable,
+                    channel: got.channel,
+                };
+                proto::encode(out, Kind::LeaveAck, seq, &ack);
+            }
+            // SYNC_ACK (the one reply that can grow) and anything else.
+            _ => put_error(
+                out,
+                seq,
+                ErrorCode::Unavailable,
+                "the answer was larger than the max body",
+            ),
         }
     }
 

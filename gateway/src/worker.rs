@@ -14,8 +14,23 @@
 //! input after `MAX_READS` reads is revisited on the next turn so that one
 //! busy client cannot starve the rest; events for removed slots are
 //! ignored.
+//!
+//! Nothing the logic tier or one client does stops the worker reading its
+//! other clients (rule 13): a request that does not fit in the full queue
+//! to the uplink is answered UNAVAILABLE at once, like one sent while the
+//! link is down. Only session notices (Open, Reopen, Close) wait, in order,
+//! for room; while any wait, requests are answered UNAVAILABLE too, so none
+//! overtakes its session's Open.
+//!
+//! At the open-file limit (EMFILE/ENFILE) the worker retries `accept` on
+//! every loop turn (at least every [`EMFILE_RETRY_MS`], and right after each
+//! close), so pending connections are taken as soon as a descriptor frees
+//! up; one that has waited `emfile_grace_ms` is refused with the spare
+//! descriptor: it is closed, the connection accepted and closed, the spare
+//! reopened.
 
 use std::collections::VecDeque;
+use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
 use std::sync::Arc;
@@ -30,6 +45,7 @@ use slab::Slab;
 
 use crate::conn::{Conn, SlabLinks};
 use crate::metrics::WorkerStats;
+use crate::ratelimit;
 use crate::session::{
     CloseReason, LoginFailure, Now, Outcome, Session, SessionConfig, State, TimerOutcome,
 };
@@ -46,6 +62,11 @@ const READ_SPARE: usize = 16 * 1024;
 const READ_BUF: usize = 64 * 1024;
 /// Extra time a draining worker allows for lingering closes.
 const DRAIN_GRACE: Duration = Duration::from_secs(3);
+/// While at the open-file limit, the longest a worker sleeps before it
+/// retries `accept` (descriptors freed by other workers raise no event).
+const EMFILE_RETRY_MS: u64 = 10;
+/// How often expired entries leave the rate-limit table.
+const RATE_SWEEP_MS: u64 = 1_000;
 
 /// What the process asks of its workers (written by the signal thread).
 pub const RUN: u8 = 0;
@@ -66,6 +87,11 @@ pub struct WorkerConfig {
     pub drain_ms: u64,
     /// Output queued for one session beyond which it is a slow consumer.
     pub write_budget: usize,
+    /// Entries of the rate-limit table (see `ratelimit::Table`).
+    pub rate_table_capacity: usize,
+    /// At the open-file limit, how long a pending connection may wait for
+    /// a descriptor before it is refused.
+    pub emfile_grace_ms: u64,
 }
 
 /// Monotonic and wall clock readings, taken once per loop turn.
@@ -111,13 +137,22 @@ pub struct Worker {
     port: Option<WorkerPort>,
     /// The logic server is reachable (as the uplink last said).
     backend_up: bool,
-    /// Items the full up-queue did not take; while any wait, no client
-    /// is read.
+    /// Session notices the full up-queue did not take, in order; while
+    /// any wait, requests are answered UNAVAILABLE.
     stalled: VecDeque<Up>,
-    /// Connections with input left unread while stalled.
-    paused: Vec<usize>,
     /// Deliveries gathered during one drain of the down-queue.
     outbox: down::Outbox,
+    /// Rate-limit buckets kept outside the sessions.
+    buckets: ratelimit::Table,
+    next_sweep_ms: u64,
+    /// A descriptor held back for refusing connections at the open-file
+    /// limit (`/dev/null`).
+    spare: Option<File>,
+    /// Since when `accept` has failed for want of descriptors.
+    emfile_since: Option<u64>,
+    /// Bytes at the front of `tx` that end a frame already partly written
+    /// (set by `write_frames` for the `flush` that follows).
+    tx_head: usize,
 }
 
 impl Worker {
@@ -138,6 +173,7 @@ impl Worker {
         };
         let now = clock.now();
         let wheel = Wheel::new(cfg.wheel_slots, cfg.tick_ms, now.mono_ms);
+        let cfg_rate_capacity = cfg.rate_table_capacity;
         let worker = Worker {
             cfg,
             poll,
@@ -157,8 +193,12 @@ impl Worker {
             port: None,
             backend_up: false,
             stalled: VecDeque::new(),
-            paused: Vec::new(),
             outbox: down::Outbox::default(),
+            buckets: ratelimit::Table::new(cfg_rate_capacity),
+            next_sweep_ms: now.mono_ms + RATE_SWEEP_MS,
+            spare: File::open("/dev/null").ok(),
+            emfile_since: None,
+            tx_head: 0,
         };
         Ok((worker, waker))
     }
@@ -200,6 +240,11 @@ impl Worker {
                 self.unstall();
             }
             self.expire_timers();
+            if self.emfile_since.is_some() {
+                // At the open-file limit: closes this turn (or other
+                // workers') may have freed descriptors.
+                self.accept_all();
+            }
             match self.control.load(Ordering::Acquire) {
                 STOP => return Ok(()),
                 DRAIN if self.drain.is_none() => self.start_drain(),
@@ -220,6 +265,10 @@ impl Worker {
             let close = queue.front().map_or(*deadline, |(at, ..)| *at);
             next = Some(next.map_or(close, |n| n.min(close)));
         }
+        if self.emfile_since.is_some() {
+            let retry = self.now.mono_ms + EMFILE_RETRY_MS;
+            next = Some(next.map_or(retry, |n| n.min(retry)));
+        }
         // Wake just after the tick so its slot is due.
         next.map(|at| Duration::from_millis(at.saturating_sub(self.now.mono_ms) + 1))
     }
@@ -231,16 +280,58 @@ impl Worker {
             };
             match listener.accept() {
                 Ok((stream, _peer)) => self.admit(stream),
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                    self.emfile_since = None;
+                    return;
+                }
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
+                Err(e) if at_fd_limit(&e) => {
+                    // Pending connections stay in the backlog; every turn
+                    // retries until they are taken or have waited long
+                    // enough to be refused.
+                    let since = *self.emfile_since.get_or_insert_with(|| {
+                        tracing::warn!(worker = self.cfg.index, "accept: {e}");
+                        self.now.mono_ms
+                    });
+                    if self.now.mono_ms.saturating_sub(since) >= self.cfg.emfile_grace_ms {
+                        self.refuse_pending();
+                    }
+                    return;
+                }
                 Err(e) => {
-                    // EMFILE and friends: the pending connection stays in
-                    // the backlog; the next arrival retries.
                     tracing::warn!(worker = self.cfg.index, "accept: {e}");
                     return;
                 }
             }
         }
+    }
+
+    /// At the open-file limit: gives up the spare descriptor, accepts and
+    /// closes every pending connection (each client sees its connection
+    /// end at once instead of hanging), and takes the spare back.
+    fn refuse_pending(&mut self) {
+        let Some(listener) = &self.listener else {
+            return;
+        };
+        self.spare = None;
+        loop {
+            match listener.accept() {
+                Ok((stream, _)) => {
+                    drop(stream);
+                    self.stats.refused_fd_limit.inc();
+                }
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
+                // Drained, or another thread took the descriptor first.
+                Err(_) => break,
+            }
+        }
+        self.spare = File::open("/dev/null").ok();
+        self.emfile_since = None;
     }
 
     fn admit(&mut self, mut stream: TcpStream) {
@@ -268,10 +359,6 @@ impl Worker {
     }
 
     fn on_readable(&mut self, key: usize) {
-        if !self.stalled.is_empty() {
-            self.paused.push(key); // read once the uplink has room
-            return;
-        }
         let Some(conn) = self.conns.get_mut(key) else {
             return; // stale event for a closed slot
         };
@@ -306,10 +393,6 @@ impl Worker {
                         || self.process(key, &mut buf)
                     {
                         buf.clear();
-                    }
-                    if !self.stalled.is_empty() {
-                        self.paused.push(key);
-                        break;
                     }
                     if !filled {
                         // A short read drained the socket; new data will
@@ -370,6 +453,7 @@ impl Worker {
                 self.now,
                 &self.cfg.session,
                 self.backend_up,
+                &mut self.buckets,
                 &frame,
                 &mut self.tx,
             );
@@ -393,8 +477,22 @@ impl Worker {
                     device: s.device(),
                     frame,
                 };
-                self.stats.forwarded.inc();
-                self.send_up(item);
+                if let Err(Up::Client { frame, .. }) = self.send_up(item) {
+                    // No room towards the logic tier: answered now (rule
+                    // 13), and the client is read on as before.
+                    self.stats.bounced_full.inc();
+                    let conn = &mut self.conns[key];
+                    let outcome = conn
+                        .session
+                        .answer_unavailable(self.now, &frame, &mut self.tx);
+                    self.stats.frames_out.inc();
+                    if let Outcome::Close(reason) = outcome {
+                        self.begin_close(key, reason);
+                        return true;
+                    }
+                } else {
+                    self.stats.forwarded.inc();
+                }
             }
             Outcome::Heartbeat => self.stats.heartbeats.inc(),
             Outcome::HeartbeatRearm | Outcome::LoggedIn => {
@@ -403,7 +501,7 @@ impl Worker {
                     self.stats.sessions_open.inc();
                     if self.backend_up {
                         let item = self.announce(key, false);
-                        self.send_up(item);
+                        let _ = self.send_up(item);
                     }
                 } else {
                     self.stats.heartbeats.inc();
@@ -451,6 +549,17 @@ impl Worker {
             _ => {}
         }
         if session.logged_in() {
+            // Rule 10 across a reconnect: the next login of this device
+            // starts from this bucket.
+            let now = self.now.mono_ms as u32;
+            let limits = &self.cfg.session.rate;
+            self.buckets.closed(
+                limits,
+                session.uin(),
+                session.device(),
+                session.send_tat(),
+                now,
+            );
             self.stats.sessions_open.dec();
             if self.backend_up {
                 let item = Up::Close {
@@ -458,7 +567,7 @@ impl Worker {
                     uin: session.uin(),
                     device: session.device(),
                 };
-                self.send_up(item);
+                let _ = self.send_up(item);
             }
         }
     }
@@ -481,6 +590,7 @@ impl Worker {
         let mut conn = self.conns.remove(key);
         let _ = self.poll.registry().deregister(&mut conn.stream);
         self.stats.connections_open.dec();
+        // At the open-file limit, the end of this turn retries accept.
     }
 
     /// An `Open` (or, after a reconnect, `Reopen`) for `key`'s session.
@@ -509,18 +619,33 @@ impl Worker {
         }
     }
 
-    /// Queues `item` for the uplink, in order behind anything stalled.
-    fn send_up(&mut self, item: Up) {
-        let Some(port) = &self.port else { return };
+    /// Queues `item` for the uplink. A session notice that does not fit
+    /// waits in `stalled`, in order; a client request that does not fit
+    /// (or would overtake a waiting notice) is given back, to be answered
+    /// UNAVAILABLE.
+    fn send_up(&mut self, item: Up) -> Result<(), Up> {
+        let Some(port) = &self.port else {
+            return Ok(());
+        };
+        let request = matches!(item, Up::Client { .. });
         if !self.stalled.is_empty() {
+            if request {
+                return Err(item);
+            }
             self.stalled.push_back(item);
-        } else if let Err(item) = port.push(item) {
-            self.stalled.push_back(item);
+            return Ok(());
+        }
+        match port.push(item) {
+            Ok(()) => Ok(()),
+            Err(item) if request => Err(item),
+            Err(item) => {
+                self.stalled.push_back(item);
+                Ok(())
+            }
         }
     }
 
-    /// Moves stalled items into the up-queue; once all fit, reads the
-    /// connections that were skipped meanwhile.
+    /// Moves waiting session notices into the up-queue, as room allows.
     fn unstall(&mut self) {
         let Some(port) = &self.port else {
             self.stalled.clear();
@@ -532,15 +657,13 @@ impl Worker {
                 return;
             }
         }
-        for key in std::mem::take(&mut self.paused) {
-            self.on_readable(key);
-        }
     }
 
     /// Writes the per-thread output buffer (and anything queued before it)
     /// to `key`'s socket; what the socket will not take is queued on the
     /// connection and WRITABLE interest added.
     fn flush(&mut self, key: usize) {
+        let tx_head = std::mem::take(&mut self.tx_head);
         if self.tx.is_empty() {
             return;
         }
@@ -555,7 +678,12 @@ impl Worker {
             let queued = queue.len();
             if queued > self.cfg.write_budget && conn.session.state() == State::Active {
                 // A slow consumer: what it missed stays in the logic
-                // store for SYNC.
+                // store for SYNC. The queued frames are dropped so that
+                // the KICK goes right behind the frame being written and
+                // reaches the client before the close.
+                if let Some(bufs) = conn.bufs.as_mut() {
+                    bufs.drop_queued_frames();
+                }
                 let mut kick = BytesMut::new();
                 conn.session.kick(
                     self.now,
@@ -580,7 +708,11 @@ impl Worker {
                 }
             }
             Ok(n) => {
+                let head = crate::conn::frame_rest(&self.tx, tx_head, n);
                 conn.write_queue().extend_from_slice(&self.tx[n..]);
+                if let Some(bufs) = conn.bufs.as_mut() {
+                    bufs.head = head;
+                }
                 self.tx.clear();
                 let interest = Interest::READABLE | Interest::WRITABLE;
                 if self
@@ -609,7 +741,7 @@ impl Worker {
         match write_some(&mut conn.stream, &bufs.write) {
             Ok(n) => {
                 self.stats.bytes_out.add(n as u64);
-                let _ = bufs.write.split_to(n);
+                bufs.consumed(n);
                 if bufs.write.is_empty() {
                     conn.free_if_empty();
                     if conn.session.state() == State::Closing {
@@ -627,6 +759,11 @@ impl Worker {
     }
 
     fn expire_timers(&mut self) {
+        if self.now.mono_ms >= self.next_sweep_ms {
+            self.next_sweep_ms = self.now.mono_ms + RATE_SWEEP_MS;
+            self.buckets
+                .sweep(&self.cfg.session.rate, self.now.mono_ms as u32);
+        }
         self.wheel.advance(
             &mut SlabLinks(&mut self.conns),
             self.now.mono_ms,
@@ -734,6 +871,11 @@ fn drain_offset(drain_ms: u64, i: u64, n: u64, cfg: &WorkerConfig) -> u64 {
     drain_ms * (i * w + (cfg.index as u64).min(w - 1)) / (n.max(1) * w)
 }
 
+/// EMFILE or ENFILE: no descriptor for the connection `accept` would take.
+fn at_fd_limit(e: &io::Error) -> bool {
+    matches!(e.raw_os_error(), Some(libc::EMFILE | libc::ENFILE))
+}
+
 /// Writes as much of `buf` as the socket takes without blocking.
 fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
     let mut off = 0;
@@ -761,7 +903,7 @@ mod tests {
             workers,
             session: SessionConfig {
                 heartbeat: crate::heartbeat::HeartbeatPolicy::default(),
-                rate: crate::ratelimit::RateLimit::default(),
+                rate: crate::ratelimit::Limits::default(),
                 login_timeout_ms: 10_000,
                 linger_ms: 2_000,
                 key: proto::TokenKey::new(b"k"),
@@ -773,6 +915,8 @@ mod tests {
             max_connections: 10,
             drain_ms: 1_000,
             write_budget: 1 << 20,
+            rate_table_capacity: 16,
+            emfile_grace_ms: 250,
         }
     }
 

@@ -17,7 +17,7 @@ use proto::Frame;
 use super::Worker;
 use crate::conn::Conn;
 use crate::session::{CloseReason, Outcome, State};
-use crate::uplink::{self, Down, Up};
+use crate::uplink::{self, Down};
 
 /// Slices per `writev` (Linux's IOV_MAX is 1024).
 const MAX_IOV: usize = 512;
@@ -68,23 +68,20 @@ impl Worker {
                         .collect();
                     for key in live {
                         let item = self.announce(key, true);
-                        self.send_up(item);
+                        let _ = self.send_up(item);
                     }
                 }
                 Down::LinkDown => {
                     self.backend_up = false;
-                    // Announcements for a dead link are void; client frames
-                    // still stalled are answered here.
-                    for item in std::mem::take(&mut self.stalled) {
-                        if let Up::Client { session, frame, .. } = item {
-                            self.bounce(session, &frame);
-                        }
-                    }
-                    for key in std::mem::take(&mut self.paused) {
-                        self.on_readable(key);
-                    }
+                    // Announcements for a dead link are void (LinkUp
+                    // re-announces every live session).
+                    self.stalled.clear();
                 }
                 Down::Deliver { targets, frame } => {
+                    if body_len(&frame) > self.cfg.max_body {
+                        self.oversize(&targets, &frame);
+                        continue;
+                    }
                     for t in targets {
                         if let Some(key) = self.live(t) {
                             self.outbox.push(key, &frame);
@@ -111,7 +108,11 @@ impl Worker {
                 }
                 Down::Terminate { session, frame } => {
                     if let Some(key) = self.live(session) {
-                        self.tx.extend_from_slice(&frame);
+                        if body_len(&frame) > self.cfg.max_body {
+                            self.stats.oversize_dropped.inc();
+                        } else {
+                            self.tx.extend_from_slice(&frame);
+                        }
                         self.stats.frames_out.inc();
                         self.begin_close(key, CloseReason::BadFrame);
                         self.flush(key);
@@ -136,6 +137,24 @@ impl Worker {
         if let Outcome::Close(reason) = outcome {
             self.begin_close(key, reason);
         }
+        self.flush(key);
+    }
+
+    /// A frame from the logic tier larger than a client may receive (the
+    /// documented max body): dropped and counted. A reply to a request is
+    /// answered UNAVAILABLE instead, so the request is not left hanging.
+    fn oversize(&mut self, targets: &[proto::link::SessionRef], frame: &Bytes) {
+        self.stats.oversize_dropped.inc();
+        let [one] = targets else { return };
+        if frame_seq(frame) == 0 {
+            return; // a PUSH
+        }
+        let Some(key) = self.live(*one) else { return };
+        self.flush_outbox();
+        self.conns[key]
+            .session
+            .answer_dropped_reply(frame, &mut self.tx);
+        self.stats.frames_out.inc();
         self.flush(key);
     }
 
@@ -186,12 +205,38 @@ impl Worker {
             }
             self.stats.bytes_out.add(written as u64);
         }
-        // The rest (all of it if a write was already blocked) is queued.
+        // The rest (all of it if a write was already blocked) is queued;
+        // its first piece may end a frame partly written.
+        let mut at = 0;
+        for f in frames.clone() {
+            let end = at + f.len();
+            if end > written {
+                self.tx_head = if at < written { end - written } else { 0 };
+                break;
+            }
+            at = end;
+        }
         for f in unwritten(frames, written) {
             self.tx.extend_from_slice(f);
         }
         self.flush(key);
     }
+}
+
+/// The `body_len` of an encoded client frame (0 if it is shorter than a
+/// header, which the logic tier never sends).
+fn body_len(frame: &[u8]) -> usize {
+    frame
+        .first_chunk::<4>()
+        .map_or(0, |b| u32::from_be_bytes(*b) as usize)
+}
+
+/// The `seq` of an encoded client frame.
+fn frame_seq(frame: &[u8]) -> u32 {
+    frame
+        .get(8..12)
+        .and_then(|b| b.try_into().ok())
+        .map_or(0, u32::from_be_bytes)
 }
 
 /// `writev`s `frames` until done or the socket would block; bytes written.

@@ -46,13 +46,29 @@ impl Gateway {
     /// Starts `gateway --listen 127.0.0.1:0 --secret-file ... <extra>` and
     /// waits for its "listening on" line.
     pub fn start(extra: &[&str]) -> Gateway {
+        Gateway::start_under(&[], extra)
+    }
+
+    /// Like `start`, run through `wrapper` (a command that execs the rest
+    /// of its arguments, e.g. `prlimit --nofile=64 --`), so the PID is
+    /// still the gateway's.
+    pub fn start_under(wrapper: &[&str], extra: &[&str]) -> Gateway {
         let dir = TempDir::new("gw");
         let secret = dir.0.join("secret");
         // A trailing newline, which the gateway must strip.
         let mut bytes = SECRET.to_vec();
         bytes.push(b'\n');
         std::fs::write(&secret, bytes).unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_gateway"))
+        let bin = env!("CARGO_BIN_EXE_gateway");
+        let mut cmd = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = Command::new(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => Command::new(bin),
+        };
+        let mut child = cmd
             .args(["--listen", "127.0.0.1:0", "--secret-file"])
             .arg(&secret)
             .args(extra)
@@ -156,7 +172,11 @@ pub struct Client {
 
 impl Client {
     pub fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect(addr).unwrap();
+        Client::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    /// A client on an already connected socket.
+    pub fn from_stream(stream: TcpStream) -> Client {
         stream.set_nodelay(true).unwrap();
         stream
             .set_read_timeout(Some(Duration::from_secs(10)))
