@@ -92,7 +92,8 @@ pub struct Config {
     /// UNAVAILABLE (rule 13).
     pub logic: Option<SocketAddr>,
     /// Capacity of each worker's queues to and from the uplink (items).
-    /// A full up-queue pauses that worker's reads. Default 65,536.
+    /// A request that finds the up-queue full is answered UNAVAILABLE
+    /// (rule 13); the worker never stops reading. Default 65,536.
     pub uplink_queue: usize,
     /// Output queued for one session (bytes) beyond which it is a slow
     /// consumer: what is queued behind the frame being written is dropped,

@@ -573,7 +573,8 @@ fn a_relogin_of_the_same_device_does_not_refill_the_send_bucket() {
     }
     assert_eq!(n, 40, "the burst");
     let _ = written(&mut out);
-    t.closed(&cfg.rate, s.uin(), s.device(), s.send_tat(), 20);
+    let closed_at = at(20).mono_ms as u32;
+    t.closed(&cfg.rate, s.uin(), s.device(), s.send_tat(), closed_at);
 
     // The same (uin, device) logs in again 20 ms later: still empty.
     let mut again = Session::new(at(20).mono_ms, 6);

@@ -121,8 +121,7 @@ fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_n
 }
 
 #[test]
-fn a_link_that_is_not_read_stops_the_clients_being_read_and_loses_nothing() {
-    use std::io::{ErrorKind, Write};
+fn a_link_that_is_not_read_answers_what_does_not_fit_and_keeps_reading() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let gw = Gateway::start(&[
@@ -146,53 +145,52 @@ fn a_link_that_is_not_read_stops_the_clients_being_read_and_loses_nothing() {
         LinkMsg::Open { .. } | LinkMsg::Reopen { .. }
     ));
 
-    // The logic server stops reading. Alice writes 60 KiB SENDs until her
-    // socket takes no more: the link's buffers, the uplink's and the
-    // 4-item queue fill, then the worker stops reading her. Without that
-    // the gateway would read (and drop or hoard) without end.
+    // The logic server stops reading. Alice writes 200 SENDs of 60 KiB
+    // (12 MB, more than the link's buffers, the uplink's 4 MiB and the
+    // 4-item queue hold), then a HEARTBEAT: the worker reads on, and what
+    // does not fit towards the logic tier is answered UNAVAILABLE.
+    let n = 200;
     let body = Bytes::from(vec![b'x'; 60 * 1024]);
-    let frame = |seq: u32| {
-        let req = pb::SendReq {
-            channel: 1 << 63 | 8,
-            client_msg_id: u64::from(seq),
-            body: body.clone(),
-        };
-        support::frame_bytes(Kind::Send, seq, &req)
-    };
-    // "Takes no more" is a write that moves nothing for two seconds: a
-    // gateway still reading would have made room by then.
-    let stuck = Some(Duration::from_secs(2));
-    alice.stream.set_write_timeout(stuck).unwrap();
-    let mut seq = 0;
-    let left = 'fill: loop {
-        seq += 1;
-        assert!(seq < 1_000, "60 MB written and the gateway still reads");
-        let mut left = frame(seq);
-        while !left.is_empty() {
-            match alice.stream.write(&left) {
-                Ok(n) => {
-                    let _ = left.split_to(n);
-                }
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {
-                    break 'fill left;
-                }
-                Err(e) => panic!("write: {e}"),
-            }
+    let mut writer = alice.stream.try_clone().unwrap();
+    let write = std::thread::spawn(move || {
+        use std::io::Write;
+        for seq in 1..=n {
+            let req = pb::SendReq {
+                channel: 1 << 63 | 8,
+                client_msg_id: u64::from(seq),
+                body: body.clone(),
+            };
+            writer
+                .write_all(&support::frame_bytes(Kind::Send, seq, &req))
+                .unwrap();
         }
-    };
-    alice.stream.set_write_timeout(None).unwrap();
-    // More than the 4-item queue and the link's buffers: the stall held.
-    assert!(seq > 20, "blocked after only {seq} SENDs");
-
-    // The logic server reads again: every SEND arrives, once, in order,
-    // including the one whose tail had not been written yet.
-    let tail = std::thread::spawn(move || {
-        alice.stream.write_all(&left).unwrap();
-        alice
+        let hb = support::frame_bytes(Kind::Heartbeat, n + 1, &pb::Heartbeat {});
+        writer.write_all(&hb).unwrap();
     });
-    for want in 1..=seq {
+    // Answers come in order with the HEARTBEAT_ACK: once it is here,
+    // every SEND the gateway refused has been answered.
+    let mut refused = Vec::new();
+    loop {
+        let f = alice.recv().expect("answers, then the HEARTBEAT_ACK");
+        match f.kind {
+            Kind::HeartbeatAck => break,
+            Kind::SendAck => {
+                let ack: pb::SendAck = prost::Message::decode(f.body).unwrap();
+                assert_eq!(ack.status, Status::Unavailable as i32);
+                refused.push(f.seq);
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    write.join().unwrap();
+    assert!(!refused.is_empty(), "the queue never filled");
+
+    // The logic server reads again: every other SEND arrives, once, in
+    // order. Each SEND was either forwarded or answered, never both.
+    let forwarded: Vec<u32> = (1..=n).filter(|s| !refused.contains(s)).collect();
+    assert!(forwarded.len() > 4, "only {} forwarded", forwarded.len());
+    for &want in &forwarded {
         let (_, kind, got) = logic.next_client();
         assert_eq!((kind, got), (Kind::Send, want));
     }
-    let _alice = tail.join().unwrap();
 }
