@@ -69,6 +69,20 @@ pub struct Config {
     /// Capacity of each worker's queues to and from the uplink (items).
     /// A full up-queue pauses that worker's reads. Default 65,536.
     pub uplink_queue: usize,
+    /// A request forwarded to the logic tier (SEND, JOIN, LEAVE, SYNC) is
+    /// answered within this long of being written to the link: UNAVAILABLE
+    /// (rule 13) when the logic server said nothing in time; an answer
+    /// that comes later is dropped. Default 5,000 ms.
+    pub request_timeout_ms: u64,
+    /// The uplink pings its link this often. Default 1,000 ms.
+    pub ping_interval_ms: u64,
+    /// The link is declared down when nothing (no `Pong`, no other frame)
+    /// has come back for this many ping intervals. Default 3.
+    pub missed_pongs: u32,
+    /// With `logic` set, no client is accepted until the link is up or
+    /// this long after start, whichever comes first (early clients wait
+    /// in the listen backlog). Default 2,000 ms.
+    pub link_grace_ms: u64,
     /// Output queued for one session (bytes) beyond which it is a slow
     /// consumer: KICK(SLOW_CONSUMER) and close. Default 1 MiB.
     pub write_budget: usize,
@@ -96,6 +110,10 @@ impl Default for Config {
             metrics: None,
             logic: None,
             uplink_queue: 65_536,
+            request_timeout_ms: 5_000,
+            ping_interval_ms: 1_000,
+            missed_pongs: 3,
+            link_grace_ms: 2_000,
             write_budget: 1 << 20,
         }
     }
