@@ -62,5 +62,8 @@ fn the_unfenced_handshake_loses_a_wake_up_and_loom_finds_it() {
             |b| b.asleep.swap(false, Ordering::AcqRel),
         )
     });
-    assert!(found.is_err(), "loom found no lost wake-up in the racy handshake");
+    assert!(
+        found.is_err(),
+        "loom found no lost wake-up in the racy handshake"
+    );
 }

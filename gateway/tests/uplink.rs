@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use proto::Kind;
 use proto::link::{self, LinkMsg, SessionRef};
 use proto::pb::{self, NetworkType, Status};
-use proto::Kind;
 use support::{Client, Gateway};
 
 /// The gateway's end of the link, as the logic server sees it.
