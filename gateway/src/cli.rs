@@ -127,6 +127,20 @@ pub struct RunArgs {
     /// Capacity (items) of each worker's queues to and from the uplink.
     #[arg(long)]
     pub uplink_queue: Option<usize>,
+    /// Deadline for a request forwarded to the logic tier (then
+    /// UNAVAILABLE).
+    #[arg(long)]
+    pub request_timeout_ms: Option<u64>,
+    /// Interval between the uplink's pings.
+    #[arg(long)]
+    pub ping_interval_ms: Option<u64>,
+    /// Ping intervals with nothing heard after which the link is down.
+    #[arg(long)]
+    pub missed_pongs: Option<u32>,
+    /// With --logic: accept no client until the link is up or this long
+    /// after start.
+    #[arg(long)]
+    pub link_grace_ms: Option<u64>,
     /// Bytes queued for one session beyond which it is a slow consumer
     /// (KICK SLOW_CONSUMER and close).
     #[arg(long)]
@@ -174,6 +188,10 @@ impl RunArgs {
         set(&mut cfg.tick_ms, &self.tick_ms);
         set(&mut cfg.write_budget, &self.write_budget);
         set(&mut cfg.uplink_queue, &self.uplink_queue);
+        set(&mut cfg.request_timeout_ms, &self.request_timeout_ms);
+        set(&mut cfg.ping_interval_ms, &self.ping_interval_ms);
+        set(&mut cfg.missed_pongs, &self.missed_pongs);
+        set(&mut cfg.link_grace_ms, &self.link_grace_ms);
         if self.metrics.is_some() {
             cfg.metrics = self.metrics;
         }
@@ -215,11 +233,17 @@ mod tests {
             "4",
             "--send-buffer",
             "0",
+            "--request-timeout-ms",
+            "700",
+            "--link-grace-ms",
+            "0",
         ]);
         let cfg = cli.run.load().unwrap();
         assert_eq!((cfg.join_rate.per_sec, cfg.join_rate.burst), (3, 50));
         assert_eq!((cfg.sync_rate.per_sec, cfg.sync_rate.burst), (2, 4));
         assert_eq!(cfg.send_buffer, 0);
+        assert_eq!((cfg.request_timeout_ms, cfg.link_grace_ms), (700, 0));
+        assert_eq!((cfg.ping_interval_ms, cfg.missed_pongs), (1_000, 3));
         assert_eq!(cfg.listen, "127.0.0.1:1".parse().unwrap());
         assert!(!cfg.heartbeat.adaptive);
         assert_eq!(cfg.heartbeat.wired_ms, 1234);

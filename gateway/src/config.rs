@@ -95,6 +95,20 @@ pub struct Config {
     /// A request that finds the up-queue full is answered UNAVAILABLE
     /// (rule 13); the worker never stops reading. Default 65,536.
     pub uplink_queue: usize,
+    /// A request forwarded to the logic tier (SEND, JOIN, LEAVE, SYNC) is
+    /// answered within this long of being written to the link: UNAVAILABLE
+    /// (rule 13) when the logic server said nothing in time; an answer
+    /// that comes later is dropped. Default 5,000 ms.
+    pub request_timeout_ms: u64,
+    /// The uplink pings its link this often. Default 1,000 ms.
+    pub ping_interval_ms: u64,
+    /// The link is declared down when nothing (no `Pong`, no other frame)
+    /// has come back for this many ping intervals. Default 3.
+    pub missed_pongs: u32,
+    /// With `logic` set, no client is accepted until the link is up or
+    /// this long after start, whichever comes first (early clients wait
+    /// in the listen backlog). Default 2,000 ms.
+    pub link_grace_ms: u64,
     /// Output queued for one session (bytes) beyond which it is a slow
     /// consumer: what is queued behind the frame being written is dropped,
     /// KICK(SLOW_CONSUMER) goes right behind that frame, and the
@@ -149,6 +163,10 @@ impl Default for Config {
             metrics: None,
             logic: None,
             uplink_queue: 65_536,
+            request_timeout_ms: 5_000,
+            ping_interval_ms: 1_000,
+            missed_pongs: 3,
+            link_grace_ms: 2_000,
             write_budget: 1 << 20,
             emfile_grace_ms: 250,
         }

@@ -3,7 +3,7 @@
 //! and forward their traffic to the logic tier.
 //!
 //! Sans-io parts: [`session`] (the per-client state machine), [`wheel`]
-//! (the timer wheel), [`heartbeat`], [`ratelimit`] and [`inflight`]. The I/O parts only
+//! (the timer wheel), [`heartbeat`], [`ratelimit`], [`inflight`] and [`liveness`]. The I/O parts only
 //! move bytes: [`worker`] (one event loop per thread), [`uplink`] (the link
 //! to the logic server), [`server`] (threads, signals, lifecycle),
 //! [`metrics`].
@@ -15,8 +15,10 @@ pub mod conn;
 pub mod doctor;
 pub mod heartbeat;
 pub mod inflight;
+pub mod liveness;
 pub mod metrics;
 pub mod ratelimit;
+pub mod readiness;
 pub mod server;
 pub mod session;
 mod sys;

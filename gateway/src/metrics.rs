@@ -10,7 +10,7 @@ use std::fmt::Write as _;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
 use crate::session::{CloseReason, LoginFailure};
@@ -109,6 +109,50 @@ impl WorkerStats {
 
 fn sum(all: &[Arc<WorkerStats>], f: impl Fn(&WorkerStats) -> u64) -> u64 {
     all.iter().map(|s| f(s)).sum()
+}
+
+/// The uplink's link state and counters (one uplink per process).
+#[derive(Debug, Default)]
+pub struct UplinkStats {
+    /// The link is up (its first `Pong` came back).
+    pub connected: AtomicBool,
+    /// Requests answered UNAVAILABLE at their deadline.
+    pub requests_expired: AtomicU64,
+    /// Answers that came after their request's deadline (dropped).
+    pub late_answers: AtomicU64,
+    /// Links declared dead after missed pongs.
+    pub links_dead: AtomicU64,
+}
+
+impl UplinkStats {
+    /// The uplink's lines of the exposition (after [`render`]'s).
+    pub fn render(&self) -> String {
+        let mut out = String::new();
+        for (name, help, v) in [
+            (
+                "millgate_uplink_requests_expired_total",
+                "Requests to the logic tier answered UNAVAILABLE at their deadline.",
+                &self.requests_expired,
+            ),
+            (
+                "millgate_uplink_late_answers_total",
+                "Answers from the logic tier dropped: their request had reached its deadline.",
+                &self.late_answers,
+            ),
+            (
+                "millgate_uplink_links_dead_total",
+                "Links to the logic tier closed after missed pongs.",
+                &self.links_dead,
+            ),
+        ] {
+            let _ = writeln!(
+                out,
+                "# HELP {name} {help}\n# TYPE {name} counter\n{name} {}",
+                v.load(Relaxed)
+            );
+        }
+        out
+    }
 }
 
 /// Renders Prometheus text exposition format.

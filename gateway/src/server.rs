@@ -21,7 +21,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 use crate::config::Config;
 use crate::metrics::{self, WorkerStats};
 use crate::session::SessionConfig;
-use crate::uplink::{Identity, Uplink};
+use crate::uplink::{Identity, Uplink, UplinkConfig};
 use crate::worker::{self, Worker, WorkerConfig};
 
 /// Why the gateway could not start.
@@ -124,16 +124,19 @@ impl Server {
             wakers.push(waker);
         }
 
-        let mut uplink_connected = None;
+        let started = std::time::Instant::now();
+        let mut uplink_stats = None;
+        let mut gate = None;
         if let Some(logic) = cfg.logic {
             let (uplink, ports) =
-                Uplink::new(logic, identity, &wakers, cfg.uplink_queue).map_err(|source| {
-                    StartError::Worker {
+                Uplink::new(logic, identity, &wakers, UplinkConfig::from_config(cfg)).map_err(
+                    |source| StartError::Worker {
                         index: threads,
                         source,
-                    }
-                })?;
-            uplink_connected = Some(uplink.connected());
+                    },
+                )?;
+            uplink_stats = Some(uplink.stats());
+            gate = Some(uplink.readiness());
             for (w, port) in built.iter_mut().zip(ports) {
                 w.set_port(port);
             }
@@ -146,10 +149,25 @@ impl Server {
                 })?;
         }
 
+        // Readiness: with a logic server, the workers start their loops
+        // (and so accept) once the link is up or the grace has passed; the
+        // listeners are bound already, so early clients wait in the backlog.
+        let grace_end = started + std::time::Duration::from_millis(cfg.link_grace_ms);
         for (index, w) in built.into_iter().enumerate() {
+            let gate = gate.clone();
             let handle = std::thread::Builder::new()
                 .name(format!("worker-{index}"))
-                .spawn(move || w.run())
+                .spawn(move || {
+                    if let Some(gate) = gate
+                        && !gate.wait(grace_end)
+                    {
+                        tracing::warn!(
+                            worker = index,
+                            "link not up within the grace; accepting clients anyway (rule 13)"
+                        );
+                    }
+                    w.run()
+                })
                 .map_err(|source| StartError::Worker { index, source })?;
             workers.push(handle);
         }
@@ -162,10 +180,16 @@ impl Server {
                     .local_addr()
                     .map_err(|source| StartError::Bind { addr: m, source })?;
                 let stats = stats.clone();
-                let up = uplink_connected.clone();
+                let up = uplink_stats.clone();
                 metrics::serve(listener, move || {
-                    let connected = up.as_ref().is_some_and(|c| c.load(Ordering::Acquire));
-                    metrics::render(&stats, connected)
+                    let connected = up
+                        .as_ref()
+                        .is_some_and(|u| u.connected.load(Ordering::Acquire));
+                    let mut text = metrics::render(&stats, connected);
+                    if let Some(u) = &up {
+                        text.push_str(&u.render());
+                    }
+                    text
                 });
                 Some(bound)
             }

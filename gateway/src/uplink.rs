@@ -12,24 +12,37 @@
 //! rings the uplink's waker only when the uplink said it was going to sleep
 //! ([`Doorbell`]), and the uplink wakes each worker at most once per turn.
 //!
-//! Backpressure: a full up-queue makes the worker stop reading its clients
-//! until the uplink has made room (the worker sets `want_room`; the uplink
-//! wakes it after draining). A full down-queue makes the uplink stop reading
-//! the link until the worker has caught up.
+//! Backpressure: a request that finds the up-queue full is answered
+//! UNAVAILABLE by the worker, which keeps reading its clients; session
+//! notices wait in the worker until the uplink has made room (the worker
+//! sets `want_room`; the uplink wakes it after draining). A full down-queue does not stop the link:
+//! what does not fit waits in that worker's own overflow, in order, and
+//! the others keep getting theirs. Only when one worker's overflow passes
+//! [`DOWN_OVERFLOW_MAX`] bytes (or the undecoded input [`IN_HIGH_WATER`])
+//! does the uplink stop reading the link, until that worker catches up:
+//! memory stays bounded and nothing is dropped.
 //!
-//! While the logic server is away the uplink reconnects with exponential
-//! backoff; workers have been told `LinkDown` and answer rule 13's
-//! UNAVAILABLE themselves; a client frame still queued when the link fell,
-//! or already written to it and never answered ([`InFlight`]), is bounced
-//! back so it is answered too. After each reconnect the workers are
-//! told `LinkUp` and re-announce every live session (`Reopen`).
+//! The link's health ([`crate::liveness`]): a new link sends `Hello` and
+//! a `Ping` and is up at the first `Pong`; it is pinged every
+//! `ping_interval_ms` and declared dead when nothing has come back for
+//! `missed_pongs` intervals. Each request written to it is answered by
+//! `request_timeout_ms` at the latest ([`InFlight`]: UNAVAILABLE when the
+//! logic server said nothing in time).
+//!
+//! While the logic server is away the uplink dials again with backoff;
+//! workers have been told `LinkDown` and answer rule 13's UNAVAILABLE
+//! themselves; a client frame still queued when the link fell, or already
+//! written to it and never answered, is bounced back so it is answered
+//! too. Each time a link is up the workers are told `LinkUp` and
+//! re-announce every live session (`Reopen`), and the gateway's readiness
+//! gate opens ([`Readiness`]).
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Write};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_queue::ArrayQueue;
@@ -38,7 +51,11 @@ use mio::{Events, Interest, Poll, Token, Waker};
 use proto::Frame;
 use proto::link::{self, LinkMsg, SessionRef};
 
-use crate::inflight::InFlight;
+use crate::config::Config;
+use crate::inflight::{Answer, InFlight};
+use crate::liveness::{Backoff, Liveness, Tick};
+use crate::metrics::UplinkStats;
+use crate::readiness::Readiness;
 
 const LINK: Token = Token(0);
 const DOORBELL: Token = Token(1);
@@ -46,8 +63,44 @@ const DOORBELL: Token = Token(1);
 const BATCH: usize = 4096;
 /// Stop draining worker queues while this much output is unwritten.
 const OUT_HIGH_WATER: usize = 4 << 20;
-const BACKOFF_MIN: Duration = Duration::from_millis(50);
-const BACKOFF_MAX: Duration = Duration::from_secs(5);
+/// Stop reading the link while this much input is undecoded.
+pub const IN_HIGH_WATER: usize = 4 << 20;
+/// Bytes (roughly: frames plus a per-item overhead) one worker's overflow
+/// may hold before the uplink stops reading the link for everyone.
+pub const DOWN_OVERFLOW_MAX: usize = 4 << 20;
+/// Poll timeout while some worker's overflow waits for room.
+const RETRY_OVERFLOW: Duration = Duration::from_millis(1);
+
+/// The uplink's settings (from the gateway's [`Config`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UplinkConfig {
+    /// Capacity of each worker's queues (items).
+    pub queue: usize,
+    pub request_timeout_ms: u64,
+    pub ping_interval_ms: u64,
+    pub missed_pongs: u32,
+    /// The start-up grace: dials refused before the first link are
+    /// retried quickly for this long.
+    pub link_grace_ms: u64,
+}
+
+impl UplinkConfig {
+    pub fn from_config(cfg: &Config) -> UplinkConfig {
+        UplinkConfig {
+            queue: cfg.uplink_queue,
+            request_timeout_ms: cfg.request_timeout_ms,
+            ping_interval_ms: cfg.ping_interval_ms,
+            missed_pongs: cfg.missed_pongs,
+            link_grace_ms: cfg.link_grace_ms,
+        }
+    }
+}
+
+impl Default for UplinkConfig {
+    fn default() -> Self {
+        UplinkConfig::from_config(&Config::default())
+    }
+}
 
 /// Worker to uplink.
 #[derive(Debug)]
@@ -129,16 +182,18 @@ impl Identity {
     }
 }
 
-/// A waker that is rung only while its owner sleeps.
+/// A waker that is rung only while its owner sleeps (the handshake is
+/// [`doorbell::Bell`]'s, model-checked with loom).
 #[derive(Debug)]
 pub struct Doorbell {
     waker: Waker,
-    asleep: AtomicBool,
+    bell: doorbell::Bell,
 }
 
 impl Doorbell {
+    /// Call after publishing work for the uplink.
     pub fn ring(&self) {
-        if self.asleep.swap(false, Ordering::AcqRel) {
+        if self.bell.ring() {
             let _ = self.waker.wake();
         }
     }
@@ -155,7 +210,8 @@ pub struct WorkerPort {
 
 impl WorkerPort {
     /// Queues `item` for the uplink, or gives it back when the queue is
-    /// full (the caller then stops reading clients: see `want_room`).
+    /// full (the caller answers a request UNAVAILABLE, or keeps a session
+    /// notice until there is room: see `want_room`).
     pub fn push(&self, item: Up) -> Result<(), Up> {
         let r = self.up.push(item);
         if r.is_err() {
@@ -178,9 +234,28 @@ struct WorkerSide {
     down: Arc<ArrayQueue<Down>>,
     waker: Arc<Waker>,
     want_room: Arc<AtomicBool>,
-    /// Items that did not fit in `down`, in order.
+    /// Items that did not fit in `down`, in order, and their cost.
     overflow: VecDeque<Down>,
+    overflow_bytes: usize,
     wake: bool,
+}
+
+impl WorkerSide {
+    /// This worker is so far behind that the link must wait for it.
+    fn overflow_full(&self) -> bool {
+        self.overflow_bytes >= DOWN_OVERFLOW_MAX
+    }
+}
+
+/// What an item costs in a worker's overflow (bytes, roughly).
+fn cost(item: &Down) -> usize {
+    const ITEM: usize = 64;
+    ITEM + match item {
+        Down::Deliver { targets, frame } => frame.len() + 16 * targets.len(),
+        Down::Terminate { frame, .. } => frame.len(),
+        Down::Bounce { frame, .. } => frame.body.len(),
+        Down::LinkUp | Down::LinkDown | Down::Kick { .. } => 0,
+    }
 }
 
 /// The uplink thread's state.
@@ -192,11 +267,21 @@ pub struct Uplink {
     doorbell: Arc<Doorbell>,
     workers: Vec<WorkerSide>,
     link: Option<TcpStream>,
+    /// The link is up: its first `Pong` came back.
+    up: bool,
+    /// The link may have input not read yet (readiness is edge-triggered).
+    readable: bool,
     out: BytesMut,
     inbuf: BytesMut,
-    connected: Arc<AtomicBool>,
+    stats: Arc<UplinkStats>,
+    ready: Arc<Readiness>,
     /// Requests written to this link and not yet answered.
     inflight: InFlight,
+    liveness: Liveness,
+    backoff: Backoff,
+    clock: Instant,
+    /// Scratch for requests past their deadline.
+    expired: Vec<(SessionRef, Frame)>,
 }
 
 impl Uplink {
@@ -206,12 +291,13 @@ impl Uplink {
         addr: SocketAddr,
         identity: Identity,
         wakers: &[Arc<Waker>],
-        queue: usize,
+        cfg: UplinkConfig,
     ) -> io::Result<(Uplink, Vec<WorkerPort>)> {
+        let queue = cfg.queue;
         let poll = Poll::new()?;
         let doorbell = Arc::new(Doorbell {
             waker: Waker::new(poll.registry(), DOORBELL)?,
-            asleep: AtomicBool::new(false),
+            bell: doorbell::Bell::new(),
         });
         let mut sides = Vec::new();
         let mut ports = Vec::new();
@@ -231,6 +317,7 @@ impl Uplink {
                 waker: waker.clone(),
                 want_room,
                 overflow: VecDeque::new(),
+                overflow_bytes: 0,
                 wake: false,
             });
         }
@@ -241,41 +328,82 @@ impl Uplink {
             doorbell,
             workers: sides,
             link: None,
+            up: false,
+            readable: false,
             out: BytesMut::with_capacity(64 * 1024),
             inbuf: BytesMut::with_capacity(64 * 1024),
-            connected: Arc::new(AtomicBool::new(false)),
-            inflight: InFlight::default(),
+            stats: Arc::default(),
+            ready: Arc::default(),
+            inflight: InFlight::new(cfg.request_timeout_ms),
+            liveness: Liveness::new(cfg.ping_interval_ms, cfg.missed_pongs),
+            backoff: Backoff::new(cfg.link_grace_ms),
+            clock: Instant::now(),
+            expired: Vec::new(),
         };
         Ok((uplink, ports))
     }
 
-    /// True while the link is up (for metrics).
-    pub fn connected(&self) -> Arc<AtomicBool> {
-        self.connected.clone()
+    /// The uplink's counters and link state (for metrics).
+    pub fn stats(&self) -> Arc<UplinkStats> {
+        self.stats.clone()
     }
 
-    /// Runs for the life of the process: connect, serve the link,
-    /// reconnect.
+    /// The gate that opens when the first link is up.
+    pub fn readiness(&self) -> Arc<Readiness> {
+        self.ready.clone()
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.clock.elapsed().as_millis() as u64
+    }
+
+    /// Runs for the life of the process: dial, serve the link, wait, dial
+    /// again.
     pub fn run(mut self) {
-        let mut backoff = BACKOFF_MIN;
         let mut events = Events::with_capacity(256);
         loop {
-            match self.connect() {
+            let wait = match self.connect() {
                 Ok(()) => {
-                    backoff = BACKOFF_MIN;
-                    tracing::info!(logic = %self.addr, "uplink connected");
+                    tracing::info!(logic = %self.addr, "uplink connected, waiting for its pong");
                     if let Err(e) = self.serve(&mut events) {
                         tracing::warn!(logic = %self.addr, "uplink lost: {e}");
                     }
+                    let up_since = self.liveness.up_since();
                     self.link_down();
+                    self.backoff.link_ended(self.now_ms(), up_since)
                 }
                 Err(e) => {
                     tracing::debug!(logic = %self.addr, "uplink connect: {e}");
-                    // Answer what was queued meanwhile, then wait.
-                    self.bounce_queued();
-                    let _ = self.poll.poll(&mut events, Some(backoff));
-                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                    self.backoff.dial_failed(self.now_ms())
                 }
+            };
+            self.pause(&mut events, wait);
+        }
+    }
+
+    /// Waits `ms` with no link, answering what workers still queue.
+    fn pause(&mut self, events: &mut Events, ms: u64) {
+        let until = self.now_ms().saturating_add(ms);
+        loop {
+            self.bounce_queued();
+            self.retry_overflow();
+            self.wake_workers();
+            let now = self.now_ms();
+            if now >= until {
+                return;
+            }
+            let mut timeout = Duration::from_millis(until - now);
+            if self.workers.iter().any(|w| !w.overflow.is_empty()) {
+                timeout = timeout.min(RETRY_OVERFLOW);
+            }
+            let workers = &self.workers;
+            if self
+                .doorbell
+                .bell
+                .may_sleep(|| workers.iter().any(|w| !w.up.is_empty()))
+            {
+                let _ = self.poll.poll(events, Some(timeout));
+                self.doorbell.bell.awake();
             }
         }
     }
@@ -297,22 +425,36 @@ impl Uplink {
             self.identity.gateway_id,
             self.identity.instance,
         );
+        // Up at its Pong: the server has read the Hello and answers.
+        let nonce = self.liveness.connected(self.now_ms());
+        link::encode_ping(&mut self.out, nonce);
         self.link = Some(stream);
-        self.connected.store(true, Ordering::Release);
+        self.readable = true;
+        Ok(())
+    }
+
+    /// The first `Pong` of this link came back.
+    fn link_up(&mut self) {
+        self.up = true;
+        self.stats.connected.store(true, Ordering::Release);
+        tracing::info!(logic = %self.addr, "uplink up");
         for i in 0..self.workers.len() {
             self.send_down(i, Down::LinkUp);
         }
-        self.wake_workers();
-        Ok(())
+        // After the LinkUps are queued: a worker starting at the gate finds
+        // its LinkUp before its first client.
+        self.ready.open();
     }
 
     fn link_down(&mut self) {
         if let Some(mut s) = self.link.take() {
             let _ = self.poll.registry().deregister(&mut s);
         }
-        self.connected.store(false, Ordering::Release);
-        for i in 0..self.workers.len() {
-            self.send_down(i, Down::LinkDown);
+        self.stats.connected.store(false, Ordering::Release);
+        if std::mem::take(&mut self.up) {
+            for i in 0..self.workers.len() {
+                self.send_down(i, Down::LinkDown);
+            }
         }
         // Written but never answered: the oldest requests, answered first.
         for (session, frame) in self.inflight.take_all() {
@@ -321,8 +463,8 @@ impl Uplink {
         self.bounce_queued();
     }
 
-    /// With no link: drops announcements and bounces client frames back to
-    /// their workers so every request gets its rule-13 answer.
+    /// With no link up: drops announcements and bounces client frames back
+    /// to their workers so every request gets its rule-13 answer.
     fn bounce_queued(&mut self) {
         for i in 0..self.workers.len() {
             while let Some(item) = self.workers[i].up.pop() {
@@ -341,53 +483,101 @@ impl Uplink {
     fn serve(&mut self, events: &mut Events) -> io::Result<()> {
         let mut writable = false;
         loop {
-            let idle = self.out.is_empty()
-                && self
-                    .workers
-                    .iter()
-                    .all(|w| w.up.is_empty() && w.overflow.is_empty());
-            let timeout = if idle {
-                // Ring-before-sleep: workers ring only after this store.
-                self.doorbell.asleep.store(true, Ordering::Release);
-                if self.workers.iter().all(|w| w.up.is_empty()) {
-                    None
-                } else {
-                    Some(Duration::ZERO)
-                }
-            } else if self.workers.iter().any(|w| !w.overflow.is_empty()) {
-                Some(Duration::from_millis(1))
-            } else {
-                Some(Duration::ZERO)
-            };
-            match self.poll.poll(events, timeout) {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(e),
-            }
-            self.doorbell.asleep.store(false, Ordering::Release);
-            let mut readable = false;
-            for ev in events.iter() {
-                if ev.token() == LINK {
-                    readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
-                    writable |= ev.is_writable();
-                }
-            }
             self.retry_overflow();
-            // Read the link only while every worker keeps up.
-            if (readable || !self.inbuf.is_empty())
-                && self.workers.iter().all(|w| w.overflow.is_empty())
-            {
+            // Read the link unless a worker is too far behind (or the
+            // input already buffered is at its bound).
+            if !self.link_stuck() && (self.readable || !self.inbuf.is_empty()) {
                 self.read_link()?;
             }
-            self.drain_workers();
+            let now = self.now_ms();
+            match self.liveness.tick(now) {
+                Tick::Quiet => {}
+                Tick::Ping(nonce) => link::encode_ping(&mut self.out, nonce),
+                Tick::Dead => {
+                    self.stats.links_dead.fetch_add(1, Ordering::Relaxed);
+                    return Err(io::Error::new(
+                        io::ErrorKind::TimedOut,
+                        "nothing heard from the logic server (missed pongs)",
+                    ));
+                }
+            }
+            self.expire(now);
+            if self.up {
+                self.drain_workers();
+            } else {
+                self.bounce_queued();
+            }
             if writable || !self.out.is_empty() {
                 writable = self.write_link()?;
             }
             self.wake_workers();
+
+            // Sleep until something can be done: a worker's ring (only if
+            // the queues can be drained now), the link's readiness, the next
+            // ping, dead-link check or request deadline, or the overflow
+            // retry.
+            let now = self.now_ms();
+            let mut due = self.liveness.next_due();
+            if let Some(d) = self.inflight.next_due() {
+                due = due.min(d);
+            }
+            let mut timeout = Duration::from_millis(due.saturating_sub(now));
+            if self.workers.iter().any(|w| !w.overflow.is_empty()) {
+                timeout = timeout.min(RETRY_OVERFLOW);
+            }
+            let can_read = !self.link_stuck() && (self.readable || !self.inbuf.is_empty());
+            let can_write = writable && !self.out.is_empty();
+            if can_read || can_write {
+                timeout = Duration::ZERO;
+            }
+            let drainable = self.out.len() < OUT_HIGH_WATER;
+            let workers = &self.workers;
+            let sleep = timeout.is_zero()
+                || !drainable
+                || self
+                    .doorbell
+                    .bell
+                    .may_sleep(|| workers.iter().any(|w| !w.up.is_empty()));
+            if !sleep {
+                timeout = Duration::ZERO;
+            }
+            match self.poll.poll(events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+            self.doorbell.bell.awake();
+            for ev in events.iter() {
+                if ev.token() == LINK {
+                    self.readable |= ev.is_readable() || ev.is_read_closed() || ev.is_error();
+                    writable |= ev.is_writable();
+                }
+            }
         }
     }
 
+    /// Some worker's overflow is full, or the undecoded input is: the link
+    /// is not read until that clears.
+    fn link_stuck(&self) -> bool {
+        self.inbuf.len() >= IN_HIGH_WATER || self.workers.iter().any(WorkerSide::overflow_full)
+    }
+
+    /// Answers UNAVAILABLE every request written to the link whose
+    /// deadline has passed.
+    fn expire(&mut self, now: u64) {
+        let mut due = std::mem::take(&mut self.expired);
+        self.inflight.expire(now, &mut due);
+        self.stats
+            .requests_expired
+            .fetch_add(due.len() as u64, Ordering::Relaxed);
+        for (session, frame) in due.drain(..) {
+            self.send_down(worker_of(session), Down::Bounce { session, frame });
+        }
+        self.expired = due;
+    }
+
     fn drain_workers(&mut self) {
+        let now = self.now_ms();
         for side in &mut self.workers {
             if self.out.len() >= OUT_HIGH_WATER {
                 break;
@@ -418,8 +608,8 @@ impl Uplink {
                         device,
                         frame,
                     } => {
-                        link::encode_client_frame(&mut self.out, session, uin, device, &frame);
-                        self.inflight.written(session, frame);
+                        let wire = self.inflight.written(session, frame, now);
+                        link::encode_client_frame(&mut self.out, session, uin, device, &wire);
                     }
                 }
             }
@@ -453,24 +643,33 @@ impl Uplink {
             return Ok(());
         };
         let mut chunk = [0u8; 64 * 1024];
-        loop {
+        while self.readable && self.inbuf.len() < IN_HIGH_WATER {
             match stream.read(&mut chunk) {
                 Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
                 Ok(n) => {
                     self.inbuf.extend_from_slice(&chunk[..n]);
+                    // A short read emptied the socket; the next bytes bring
+                    // a new (edge-triggered) event.
                     if n < chunk.len() {
-                        break;
+                        self.readable = false;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => self.readable = false,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(e),
             }
         }
-        while self.workers.iter().all(|w| w.overflow.is_empty()) {
+        let now = self.now_ms();
+        while !self.workers.iter().any(WorkerSide::overflow_full) {
             let msg = link::decode(&mut self.inbuf, link::DEFAULT_MAX_LINK_FRAME)
                 .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e))?;
             let Some(msg) = msg else { break };
+            if self
+                .liveness
+                .heard(now, matches!(msg, LinkMsg::Pong { .. }))
+            {
+                self.link_up();
+            }
             self.dispatch(msg);
         }
         Ok(())
@@ -479,9 +678,17 @@ impl Uplink {
     fn dispatch(&mut self, msg: LinkMsg) {
         match msg {
             LinkMsg::Deliver { targets, frame } => {
-                if let [one] = targets[..] {
-                    self.inflight.answered(one, &frame);
-                }
+                let frame = match targets[..] {
+                    [one] => match self.inflight.answered(one, frame) {
+                        Answer::Pass(f) => f,
+                        Answer::Late(_) => {
+                            // Answered UNAVAILABLE at its deadline already.
+                            self.stats.late_answers.fetch_add(1, Ordering::Relaxed);
+                            return;
+                        }
+                    },
+                    _ => frame,
+                };
                 if self.workers.len() == 1 {
                     self.send_down(0, Down::Deliver { targets, frame });
                     return;
@@ -503,10 +710,13 @@ impl Uplink {
                 self.send_down(worker_of(session), Down::Kick { session, reason })
             }
             LinkMsg::Terminate { session, frame } => {
-                self.inflight.answered(session, &frame);
+                // Closes the session even when its request has expired.
+                let (Answer::Pass(frame) | Answer::Late(frame)) =
+                    self.inflight.answered(session, frame);
                 self.send_down(worker_of(session), Down::Terminate { session, frame });
             }
             LinkMsg::Ping { nonce } => link::encode_pong(&mut self.out, nonce),
+            LinkMsg::Pong { .. } => {}
             other => tracing::debug!("uplink ignores {:?}", other.kind()),
         }
     }
@@ -517,8 +727,10 @@ impl Uplink {
         };
         side.wake = true;
         if !side.overflow.is_empty() {
+            side.overflow_bytes += cost(&item);
             side.overflow.push_back(item);
         } else if let Err(item) = side.down.push(item) {
+            side.overflow_bytes += cost(&item);
             side.overflow.push_back(item);
         }
     }
@@ -526,10 +738,12 @@ impl Uplink {
     fn retry_overflow(&mut self) {
         for side in &mut self.workers {
             while let Some(item) = side.overflow.pop_front() {
+                let c = cost(&item);
                 if let Err(item) = side.down.push(item) {
                     side.overflow.push_front(item);
                     break;
                 }
+                side.overflow_bytes -= c;
                 side.wake = true;
             }
         }

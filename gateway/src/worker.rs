@@ -211,6 +211,9 @@ impl Worker {
     /// Runs until stopped, or until a drain has closed every connection.
     pub fn run(mut self) -> io::Result<()> {
         let mut events = Events::with_capacity(1024);
+        // What the uplink said before this loop started (LinkUp) comes
+        // before the first client is accepted.
+        self.drain_down();
         loop {
             let timeout = self.poll_timeout();
             match self.poll.poll(&mut events, timeout) {

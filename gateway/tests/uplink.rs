@@ -10,9 +10,9 @@ use std::sync::mpsc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use proto::Kind;
 use proto::link::{self, LinkMsg, SessionRef};
 use proto::pb::{self, NetworkType, Status};
-use proto::{Kind, codec};
 use support::{Client, Gateway};
 
 /// The gateway's end of the link, as the logic server sees it.
@@ -41,7 +41,7 @@ impl FakeLogic {
         }
     }
 
-    fn next(&mut self) -> LinkMsg {
+    fn next_raw(&mut self) -> LinkMsg {
         loop {
             if let Some(m) = link::decode(&mut self.buf, 1 << 20).unwrap() {
                 return m;
@@ -53,12 +53,52 @@ impl FakeLogic {
         }
     }
 
+    fn pong(&mut self, nonce: u64) {
+        use std::io::Write;
+        let mut out = BytesMut::new();
+        link::encode_pong(&mut out, nonce);
+        self.stream.write_all(&out).unwrap();
+    }
+
+    /// The next link frame; `Ping`s are answered and skipped.
+    fn next(&mut self) -> LinkMsg {
+        loop {
+            match self.next_raw() {
+                LinkMsg::Ping { nonce } => self.pong(nonce),
+                m => return m,
+            }
+        }
+    }
+
+    /// Reads the `Hello` and answers the `Ping` sent with it: the link is
+    /// up for the gateway from then on.
+    fn handshake(&mut self) {
+        assert!(matches!(self.next_raw(), LinkMsg::Hello { .. }));
+        match self.next_raw() {
+            LinkMsg::Ping { nonce } => self.pong(nonce),
+            other => panic!("expected the Ping after Hello, got {other:?}"),
+        }
+    }
+
     /// The next client frame forwarded, skipping session notices.
-    fn next_client(&mut self) -> (SessionRef, Kind, u32) {
+    /// The next client frame forwarded, skipping session notices:
+    /// (session, kind, link seq, SendReq.client_msg_id if a SEND). The
+    /// gateway puts its own link seq in place of the client's seq.
+    fn next_client(&mut self) -> (SessionRef, Kind, u32, u64) {
         loop {
             if let LinkMsg::Client { session, frame, .. } = self.next() {
-                let h = codec::peek_header(&frame, usize::MAX).unwrap().unwrap();
-                return (session, h.kind, h.seq);
+                let f = proto::decode(&mut BytesMut::from(&frame[..]), usize::MAX)
+                    .unwrap()
+                    .unwrap();
+                let id = match f.kind {
+                    Kind::Send => {
+                        <pb::SendReq as prost::Message>::decode(f.body)
+                            .unwrap()
+                            .client_msg_id
+                    }
+                    _ => 0,
+                };
+                return (session, f.kind, f.seq, id);
             }
         }
     }
@@ -79,7 +119,7 @@ fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_n
     let addr = listener.local_addr().unwrap().to_string();
     let gw = Gateway::start(&["--threads", "1", "--logic", &addr]);
     let mut logic = FakeLogic::accept(listener);
-    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    logic.handshake();
 
     let mut alice = Client::connect(gw.addr);
     alice.login(7, 1, NetworkType::Wifi);
@@ -99,15 +139,17 @@ fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_n
     };
     alice.send(Kind::Send, 3, &send);
     alice.send(Kind::Join, 4, &pb::Join { channel: 9 });
-    assert_eq!(logic.next_client(), (session, Kind::Send, 3));
-    assert_eq!(logic.next_client(), (session, Kind::Join, 4));
+    let (s, kind, _, id) = logic.next_client();
+    assert_eq!((s, kind, id), (session, Kind::Send, 1));
+    let (s, kind, join_seq, _) = logic.next_client();
+    assert_eq!((s, kind), (session, Kind::Join));
     // The JOIN is answered; the SEND never is: the logic server dies.
     let ok = pb::JoinAck {
         status: Status::Ok as i32,
         channel: 9,
         newest_msg_id: 0,
     };
-    logic.deliver(session, Kind::JoinAck, 4, &ok);
+    logic.deliver(session, Kind::JoinAck, join_seq, &ok);
     let ack: pb::JoinAck = alice.expect(Kind::JoinAck, 4);
     assert_eq!(ack.status, Status::Ok as i32);
     drop(logic);
@@ -135,9 +177,13 @@ fn a_link_that_is_not_read_answers_what_does_not_fit_and_keeps_reading() {
         "1000000",
         "--send-burst",
         "1000000",
+        // A link not read for a while is dead by default (3 s without a
+        // pong); this one is alive, only slow.
+        "--ping-interval-ms",
+        "60000",
     ]);
     let mut logic = FakeLogic::accept(listener);
-    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    logic.handshake();
     let mut alice = Client::connect(gw.addr);
     alice.login(7, 1, NetworkType::Wifi);
     assert!(matches!(
@@ -190,7 +236,7 @@ fn a_link_that_is_not_read_answers_what_does_not_fit_and_keeps_reading() {
     let forwarded: Vec<u32> = (1..=n).filter(|s| !refused.contains(s)).collect();
     assert!(forwarded.len() > 4, "only {} forwarded", forwarded.len());
     for &want in &forwarded {
-        let (_, kind, got) = logic.next_client();
-        assert_eq!((kind, got), (Kind::Send, want));
+        let (_, kind, _, got) = logic.next_client();
+        assert_eq!((kind, got), (Kind::Send, u64::from(want)));
     }
 }

@@ -84,8 +84,23 @@
 //! | 0x10 | `Ping` | `nonce` u64 | 8 |
 //! | 0x11 | `Pong` | `nonce` u64 | 8 |
 //!
-//! A `Ping` is answered by a `Pong` with the same nonce: an optional
-//! liveness probe for a link that is open but silent.
+//! A `Ping` is answered by a `Pong` with the same nonce, by either side at
+//! any time after `Hello`; a receiver must answer every one. The gateway
+//! sends a `Ping` right behind its `Hello` and takes the link for up only
+//! when the `Pong` comes back (so a server that refuses the `Hello`, or
+//! is stopped, is never taken for up); then it pings at a fixed interval
+//! and closes the link when nothing (no `Pong`, no other frame) has come
+//! back for a few intervals (the gateway's `ping_interval_ms` and
+//! `missed_pongs`, 1 s and 3 by default). Ping and Pong date from the
+//! first link version, so every peer that passes the version check
+//! answers them; a peer that does not is closed after those few intervals
+//! and dialled with a growing backoff, never in a loop.
+//!
+//! The `seq` of a forwarded client frame is the gateway's own *link seq*
+//! (unique among its requests in flight, never 0), not the client's: the
+//! logic server echoes it on the answer as it would any seq, and the
+//! gateway puts the client's seq back. The logic server must treat `seq`
+//! as opaque.
 //!
 //! # Use
 //!
