@@ -197,9 +197,17 @@ impl FakeLogic {
         }
     }
 
+    /// The next link frame; `Ping`s (the liveness rule) are answered and
+    /// skipped, so the gateway keeps this link up.
     fn next(&mut self) -> LinkMsg {
         loop {
             if let Some(m) = link::decode(&mut self.buf, 1 << 22).unwrap() {
+                if let LinkMsg::Ping { nonce } = m {
+                    let mut out = BytesMut::new();
+                    link::encode_pong(&mut out, nonce);
+                    self.stream.write_all(&out).unwrap();
+                    continue;
+                }
                 return m;
             }
             let mut chunk = [0u8; 4096];
