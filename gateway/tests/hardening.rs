@@ -6,16 +6,16 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Write;
+use std::net::TcpListener;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, mpsc};
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
-use proto::link::{self, LinkMsg, SessionRef};
+use proto::Kind;
 use proto::pb::{self, NetworkType, Status, error::ErrorCode};
-use proto::{Kind, codec};
+use support::fake_logic::FakeLogic;
 use support::{Client, Gateway, Logic};
 
 const INBOX: u64 = 1 << 63;
@@ -172,69 +172,6 @@ fn a_reconnect_does_not_refill_the_send_bucket() {
     assert_eq!(send_status(&mut other, 2, 1), Status::Unavailable as i32);
 }
 
-/// The gateway's end of the link, as the logic server sees it.
-struct FakeLogic {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl FakeLogic {
-    fn accept(listener: TcpListener) -> FakeLogic {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(listener.accept().map(|(s, _)| s));
-        });
-        let stream = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the gateway never connected")
-            .unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        FakeLogic {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    /// The next link frame; `Ping`s (the liveness rule) are answered and
-    /// skipped, so the gateway keeps this link up.
-    fn next(&mut self) -> LinkMsg {
-        loop {
-            if let Some(m) = link::decode(&mut self.buf, 1 << 22).unwrap() {
-                if let LinkMsg::Ping { nonce } = m {
-                    let mut out = BytesMut::new();
-                    link::encode_pong(&mut out, nonce);
-                    self.stream.write_all(&out).unwrap();
-                    continue;
-                }
-                return m;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).expect("a link frame");
-            assert!(n > 0, "the gateway closed the link");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn next_client(&mut self) -> (SessionRef, Kind, u32) {
-        loop {
-            if let LinkMsg::Client { session, frame, .. } = self.next() {
-                let h = codec::peek_header(&frame, usize::MAX).unwrap().unwrap();
-                return (session, h.kind, h.seq);
-            }
-        }
-    }
-
-    fn deliver_raw(&mut self, to: SessionRef, kind: Kind, seq: u32, body: &[u8]) {
-        let mut frame = BytesMut::new();
-        codec::encode_raw(&mut frame, kind, seq, body);
-        let mut out = BytesMut::new();
-        link::encode_deliver(&mut out, &[to], &frame);
-        self.stream.write_all(&out).unwrap();
-    }
-}
-
 /// `msg` encoded, followed by an unknown field padding it to `pad` bytes.
 fn padded(msg: &impl prost::Message, pad: usize) -> Vec<u8> {
     let mut body = msg.encode_to_vec();
@@ -259,14 +196,16 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         "127.0.0.1:0",
     ]);
     let mut logic = FakeLogic::accept(listener);
-    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    logic.handshake();
     let mut alice = Client::connect(gw.addr);
     alice.login(7, 1, NetworkType::Wifi);
 
     // A SYNC_ACK too large for her: ERROR(UNAVAILABLE) instead.
     alice.send(Kind::Sync, 5, &pb::SyncReq::default());
-    let (me, kind, seq) = logic.next_client();
-    assert_eq!((kind, seq), (Kind::Sync, 5));
+    // The gateway forwards under its own link seq and puts the client's
+    // back on the answer.
+    let (me, kind, seq, _) = logic.next_client();
+    assert_eq!(kind, Kind::Sync);
     let heads = (1..400)
         .map(|c| pb::ChannelHead {
             channel: c,
@@ -275,7 +214,7 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         .collect();
     let big = prost::Message::encode_to_vec(&pb::SyncAck { heads });
     assert!(big.len() > 1024);
-    logic.deliver_raw(me, Kind::SyncAck, 5, &big);
+    logic.deliver_raw(me, Kind::SyncAck, seq, &big);
     assert_eq!(alice.expect_error(5), ErrorCode::Unavailable);
 
     // A SEND_ACK too large: SEND_ACK(UNAVAILABLE) with her ids.
@@ -285,14 +224,15 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         body: Bytes::from_static(b"hi"),
     };
     alice.send(Kind::Send, 6, &req);
-    assert_eq!(logic.next_client().2, 6);
+    let (_, kind, seq, client_msg_id) = logic.next_client();
+    assert_eq!((kind, client_msg_id), (Kind::Send, 77));
     let ok = pb::SendAck {
         status: Status::Ok as i32,
         channel: INBOX | 8,
         msg_id: 1,
         client_msg_id: 77,
     };
-    logic.deliver_raw(me, Kind::SendAck, 6, &padded(&ok, 2_000));
+    logic.deliver_raw(me, Kind::SendAck, seq, &padded(&ok, 2_000));
     let ack: pb::SendAck = alice.expect(Kind::SendAck, 6);
     assert_eq!(
         (ack.status, ack.channel, ack.msg_id, ack.client_msg_id),

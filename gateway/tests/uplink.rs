@@ -4,114 +4,14 @@
 
 mod support;
 
-use std::io::Read;
-use std::net::{TcpListener, TcpStream};
-use std::sync::mpsc;
-use std::time::Duration;
+use std::net::TcpListener;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use proto::Kind;
-use proto::link::{self, LinkMsg, SessionRef};
+use proto::link::LinkMsg;
 use proto::pb::{self, NetworkType, Status};
+use support::fake_logic::FakeLogic;
 use support::{Client, Gateway};
-
-/// The gateway's end of the link, as the logic server sees it.
-struct FakeLogic {
-    stream: TcpStream,
-    buf: BytesMut,
-}
-
-impl FakeLogic {
-    /// Waits (bounded) for the gateway to connect to `listener`.
-    fn accept(listener: TcpListener) -> FakeLogic {
-        let (tx, rx) = mpsc::channel();
-        std::thread::spawn(move || {
-            let _ = tx.send(listener.accept().map(|(s, _)| s));
-        });
-        let stream = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the gateway never connected")
-            .unwrap();
-        stream
-            .set_read_timeout(Some(Duration::from_secs(10)))
-            .unwrap();
-        FakeLogic {
-            stream,
-            buf: BytesMut::new(),
-        }
-    }
-
-    fn next_raw(&mut self) -> LinkMsg {
-        loop {
-            if let Some(m) = link::decode(&mut self.buf, 1 << 20).unwrap() {
-                return m;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = self.stream.read(&mut chunk).expect("a link frame");
-            assert!(n > 0, "the gateway closed the link");
-            self.buf.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    fn pong(&mut self, nonce: u64) {
-        use std::io::Write;
-        let mut out = BytesMut::new();
-        link::encode_pong(&mut out, nonce);
-        self.stream.write_all(&out).unwrap();
-    }
-
-    /// The next link frame; `Ping`s are answered and skipped.
-    fn next(&mut self) -> LinkMsg {
-        loop {
-            match self.next_raw() {
-                LinkMsg::Ping { nonce } => self.pong(nonce),
-                m => return m,
-            }
-        }
-    }
-
-    /// Reads the `Hello` and answers the `Ping` sent with it: the link is
-    /// up for the gateway from then on.
-    fn handshake(&mut self) {
-        assert!(matches!(self.next_raw(), LinkMsg::Hello { .. }));
-        match self.next_raw() {
-            LinkMsg::Ping { nonce } => self.pong(nonce),
-            other => panic!("expected the Ping after Hello, got {other:?}"),
-        }
-    }
-
-    /// The next client frame forwarded, skipping session notices.
-    /// The next client frame forwarded, skipping session notices:
-    /// (session, kind, link seq, SendReq.client_msg_id if a SEND). The
-    /// gateway puts its own link seq in place of the client's seq.
-    fn next_client(&mut self) -> (SessionRef, Kind, u32, u64) {
-        loop {
-            if let LinkMsg::Client { session, frame, .. } = self.next() {
-                let f = proto::decode(&mut BytesMut::from(&frame[..]), usize::MAX)
-                    .unwrap()
-                    .unwrap();
-                let id = match f.kind {
-                    Kind::Send => {
-                        <pb::SendReq as prost::Message>::decode(f.body)
-                            .unwrap()
-                            .client_msg_id
-                    }
-                    _ => 0,
-                };
-                return (session, f.kind, f.seq, id);
-            }
-        }
-    }
-
-    fn deliver(&mut self, to: SessionRef, kind: Kind, seq: u32, msg: &impl prost::Message) {
-        use std::io::Write;
-        let mut frame = BytesMut::new();
-        proto::encode(&mut frame, kind, seq, msg);
-        let mut out = BytesMut::new();
-        link::encode_deliver(&mut out, &[to], &frame);
-        self.stream.write_all(&out).unwrap();
-    }
-}
 
 #[test]
 fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_not() {

@@ -12,6 +12,8 @@ use prost::Message;
 use proto::pb;
 use proto::{Frame, Kind, TokenKey};
 
+pub mod fake_logic;
+
 pub const SECRET: &[u8] = b"integration test secret";
 
 /// A gateway process, killed (by PID) when dropped.
@@ -120,6 +122,7 @@ impl Gateway {
     /// Fetches `/metrics` and returns the value of the line `name`.
     pub fn metric(&self, name: &str) -> u64 {
         let mut s = TcpStream::connect(self.metrics.expect("metrics enabled")).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
         s.write_all(b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
             .unwrap();
         let mut text = String::new();
