@@ -12,6 +12,8 @@
 pub mod cli;
 pub mod config;
 pub mod conn;
+pub mod conn_id;
+pub mod connection;
 pub mod doctor;
 pub mod heartbeat;
 pub mod inflight;

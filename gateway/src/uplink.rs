@@ -52,6 +52,7 @@ use proto::Frame;
 use proto::link::{self, LinkMsg, SessionRef};
 
 use crate::config::Config;
+use crate::conn_id::ConnId;
 use crate::inflight::{Answer, InFlight};
 use crate::liveness::{Backoff, Liveness, Tick};
 use crate::metrics::UplinkStats;
@@ -458,7 +459,7 @@ impl Uplink {
         }
         // Written but never answered: the oldest requests, answered first.
         for (session, frame) in self.inflight.take_all() {
-            self.send_down(worker_of(session), Down::Bounce { session, frame });
+            self.send_down(ConnId::worker_of(session), Down::Bounce { session, frame });
         }
         self.bounce_queued();
     }
@@ -571,7 +572,7 @@ impl Uplink {
             .requests_expired
             .fetch_add(due.len() as u64, Ordering::Relaxed);
         for (session, frame) in due.drain(..) {
-            self.send_down(worker_of(session), Down::Bounce { session, frame });
+            self.send_down(ConnId::worker_of(session), Down::Bounce { session, frame });
         }
         self.expired = due;
     }
@@ -695,7 +696,7 @@ impl Uplink {
                 }
                 let mut by_worker: Vec<Vec<SessionRef>> = vec![Vec::new(); self.workers.len()];
                 for t in targets {
-                    if let Some(v) = by_worker.get_mut(worker_of(t)) {
+                    if let Some(v) = by_worker.get_mut(ConnId::worker_of(t)) {
                         v.push(t);
                     }
                 }
@@ -707,13 +708,16 @@ impl Uplink {
                 }
             }
             LinkMsg::Kick { session, reason } => {
-                self.send_down(worker_of(session), Down::Kick { session, reason })
+                self.send_down(ConnId::worker_of(session), Down::Kick { session, reason })
             }
             LinkMsg::Terminate { session, frame } => {
                 // Closes the session even when its request has expired.
                 let (Answer::Pass(frame) | Answer::Late(frame)) =
                     self.inflight.answered(session, frame);
-                self.send_down(worker_of(session), Down::Terminate { session, frame });
+                self.send_down(
+                    ConnId::worker_of(session),
+                    Down::Terminate { session, frame },
+                );
             }
             LinkMsg::Ping { nonce } => link::encode_pong(&mut self.out, nonce),
             LinkMsg::Pong { .. } => {}
@@ -755,18 +759,5 @@ impl Uplink {
                 let _ = side.waker.wake();
             }
         }
-    }
-}
-
-/// The worker a session lives on: the high half of its `conn`.
-pub fn worker_of(s: SessionRef) -> usize {
-    (s.conn >> 32) as usize
-}
-
-/// The `SessionRef` of slot `key` on worker `index` at `epoch`.
-pub fn session_ref(index: usize, key: usize, epoch: u32) -> SessionRef {
-    SessionRef {
-        conn: ((index as u64) << 32) | key as u64,
-        epoch: u64::from(epoch),
     }
 }

@@ -1,35 +1,36 @@
-//! One worker thread's event loop: its own mio `Poll`, SO_REUSEPORT
-//! listener, connection slab and timer wheel. Nothing here is shared with
-//! another worker; the only cross-thread inputs are the control word (drain
-//! or stop, with a `Waker`) and, with a logic server, the uplink queues.
+//! One worker thread's event loop, a mio driver: its own `Poll`,
+//! SO_REUSEPORT listener, connection slab and timer wheel. Nothing here is
+//! shared with another worker; the only cross-thread inputs are the control
+//! word (drain or stop, with a `Waker`) and, with a logic server, the
+//! uplink queues.
 //!
-//! The loop only moves bytes: reads go into one per-thread buffer and are
-//! cut into frames by `proto::decode`; each frame goes to the connection's
-//! [`Session`], whose replies land in one per-thread output buffer that is
-//! written straight to the socket. A connection gets buffers of its own
-//! only while a frame is incomplete or the socket would block.
+//! What it does: accept; read into one per-thread buffer (or the
+//! connection's parked partial frame) and hand the bytes to the
+//! connection's sans-io [`Connection`]; write what the connection asks
+//! (from one per-thread output buffer, or its queue once the socket is
+//! writable; deliveries gathered over one wake go out with one `writev`
+//! per connection, see `down`); arm the wheel at the deadline the
+//! connection reports and hand it the firings; register, re-register and
+//! deregister sockets, shut their write side and free their slots when
+//! told; pass the uplink's items and the control word on.
 //!
-//! Readiness is edge-triggered: reads and accepts are drained until
-//! `WouldBlock` (`Interrupted` is retried); a connection that still has
-//! input after `MAX_READS` reads is revisited on the next turn so that one
-//! busy client cannot starve the rest; events for removed slots are
-//! ignored.
+//! What it does not decide (all in `crate::connection`): how frames are
+//! answered, when a timer is due, the write budget and slow-consumer KICK,
+//! the linger after an ERROR, when to shut down or close, drain pacing,
+//! bounces and what is announced to the uplink, which delivery is live or
+//! too large, which connection may be accepted.
 //!
-//! Nothing the logic tier or one client does stops the worker reading its
-//! other clients (rule 13): a request that does not fit in the full queue
-//! to the uplink is answered UNAVAILABLE at once, like one sent while the
-//! link is down. Only session notices (Open, Reopen, Close) wait, in order,
-//! for room; while any wait, requests are answered UNAVAILABLE too, so none
-//! overtakes its session's Open.
-//!
-//! At the open-file limit (EMFILE/ENFILE) the worker retries `accept` on
-//! every loop turn (at least every [`EMFILE_RETRY_MS`], and right after each
-//! close), so pending connections are taken as soon as a descriptor frees
-//! up; one that has waited `emfile_grace_ms` is refused with the spare
-//! descriptor: it is closed, the connection accepted and closed, the spare
-//! reopened.
+//! I/O rules it keeps: readiness is edge-triggered, so reads and accepts
+//! are drained until `WouldBlock` (`Interrupted` is retried); a connection
+//! that still has input after `MAX_READS` reads is revisited on the next
+//! turn so that one busy client cannot starve the rest; events for removed
+//! slots are ignored. At the open-file limit (EMFILE/ENFILE) the worker
+//! retries `accept` on every loop turn (at least every [`EMFILE_RETRY_MS`],
+//! and right after each close), so pending connections are taken as soon
+//! as a descriptor frees up; one that has waited `emfile_grace_ms` is
+//! refused with the spare descriptor: it is closed, the connection
+//! accepted and closed, the spare reopened.
 
-use std::collections::VecDeque;
 use std::fs::File;
 use std::io::{self, Write};
 use std::net::Shutdown;
@@ -40,16 +41,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::BytesMut;
 use mio::net::{TcpListener, TcpStream};
 use mio::{Events, Interest, Poll, Token, Waker};
-use proto::Frame;
 use slab::Slab;
 
 use crate::conn::{Conn, SlabLinks};
+use crate::conn_id::ConnId;
+use crate::connection::{ConnConfig, Connection, Drain, Shared};
 use crate::metrics::WorkerStats;
-use crate::ratelimit;
-use crate::session::{
-    CloseReason, LoginFailure, Now, Outcome, Session, SessionConfig, State, TimerOutcome,
-};
-use crate::uplink::{self, Up, WorkerPort};
+use crate::session::{CloseReason, Now, SessionConfig};
+use crate::uplink::WorkerPort;
 use crate::wheel::Wheel;
 
 const LISTENER: Token = Token(usize::MAX - 1);
@@ -60,13 +59,9 @@ const MAX_READS: usize = 16;
 const READ_SPARE: usize = 16 * 1024;
 /// Initial size of the per-thread read buffer.
 const READ_BUF: usize = 64 * 1024;
-/// Extra time a draining worker allows for lingering closes.
-const DRAIN_GRACE: Duration = Duration::from_secs(3);
 /// While at the open-file limit, the longest a worker sleeps before it
 /// retries `accept` (descriptors freed by other workers raise no event).
 const EMFILE_RETRY_MS: u64 = 10;
-/// How often expired entries leave the rate-limit table.
-const RATE_SWEEP_MS: u64 = 1_000;
 
 /// What the process asks of its workers (written by the signal thread).
 pub const RUN: u8 = 0;
@@ -94,6 +89,22 @@ pub struct WorkerConfig {
     pub emfile_grace_ms: u64,
 }
 
+impl WorkerConfig {
+    /// The connection policy's part.
+    fn conn(&self) -> ConnConfig {
+        ConnConfig {
+            worker: self.index,
+            workers: self.workers,
+            session: self.session.clone(),
+            max_body: self.max_body,
+            write_budget: self.write_budget,
+            max_connections: self.max_connections,
+            drain_ms: self.drain_ms,
+            rate_table_capacity: self.rate_table_capacity,
+        }
+    }
+}
+
 /// Monotonic and wall clock readings, taken once per loop turn.
 #[derive(Debug)]
 struct Clock {
@@ -112,47 +123,34 @@ impl Clock {
     }
 }
 
-/// Sessions a draining worker closes, paced: (close at ms, key, epoch).
-type DrainQueue = VecDeque<(u64, usize, u32)>;
-
 /// A worker's event loop and everything it owns.
 #[derive(Debug)]
 pub struct Worker {
-    cfg: WorkerConfig,
+    index: usize,
+    emfile_grace_ms: u64,
     poll: Poll,
     listener: Option<TcpListener>,
     conns: Slab<Conn>,
     wheel: Wheel,
     rx: BytesMut,
-    tx: BytesMut,
     fired: Vec<u32>,
     pending: Vec<usize>,
     clock: Clock,
     now: Now,
-    next_epoch: u32,
-    stats: Arc<WorkerStats>,
     control: Arc<AtomicU8>,
-    drain: Option<(DrainQueue, u64)>,
-    /// The uplink, when a logic server is configured.
+    drain: Option<Drain>,
+    /// The uplink, when a logic server is configured (what it sends back
+    /// is popped here; what goes to it is pushed through `sh`).
     port: Option<WorkerPort>,
-    /// The logic server is reachable (as the uplink last said).
-    backend_up: bool,
-    /// Session notices the full up-queue did not take, in order; while
-    /// any wait, requests are answered UNAVAILABLE.
-    stalled: VecDeque<Up>,
+    /// The connections' shared policy state and staged outputs.
+    sh: Shared<Option<WorkerPort>>,
     /// Deliveries gathered during one drain of the down-queue.
     outbox: down::Outbox,
-    /// Rate-limit buckets kept outside the sessions.
-    buckets: ratelimit::Table,
-    next_sweep_ms: u64,
     /// A descriptor held back for refusing connections at the open-file
     /// limit (`/dev/null`).
     spare: Option<File>,
     /// Since when `accept` has failed for want of descriptors.
     emfile_since: Option<u64>,
-    /// Bytes at the front of `tx` that end a frame already partly written
-    /// (set by `write_frames` for the `flush` that follows).
-    tx_head: usize,
 }
 
 impl Worker {
@@ -173,39 +171,35 @@ impl Worker {
         };
         let now = clock.now();
         let wheel = Wheel::new(cfg.wheel_slots, cfg.tick_ms, now.mono_ms);
-        let cfg_rate_capacity = cfg.rate_table_capacity;
         let worker = Worker {
-            cfg,
+            index: cfg.index,
+            emfile_grace_ms: cfg.emfile_grace_ms,
             poll,
             listener: Some(listener),
             conns: Slab::new(),
             wheel,
             rx: BytesMut::with_capacity(READ_BUF),
-            tx: BytesMut::with_capacity(READ_BUF),
             fired: Vec::new(),
             pending: Vec::new(),
             clock,
             now,
-            next_epoch: 0,
-            stats,
             control,
             drain: None,
             port: None,
-            backend_up: false,
-            stalled: VecDeque::new(),
+            sh: Shared::new(cfg.conn(), stats, None, now),
             outbox: down::Outbox::default(),
-            buckets: ratelimit::Table::new(cfg_rate_capacity),
-            next_sweep_ms: now.mono_ms + RATE_SWEEP_MS,
             spare: File::open("/dev/null").ok(),
             emfile_since: None,
-            tx_head: 0,
         };
         Ok((worker, waker))
     }
 
     /// Connects the worker to the uplink (before `run`).
     pub fn set_port(&mut self, port: WorkerPort) {
-        self.port = Some(port);
+        self.port = Some(port.clone());
+        let stats = self.sh.stats.clone();
+        let cfg = self.sh.cfg.clone();
+        self.sh = Shared::new(cfg, stats, Some(port), self.now);
     }
 
     /// Runs until stopped, or until a drain has closed every connection.
@@ -239,9 +233,7 @@ impl Worker {
             for key in std::mem::take(&mut self.pending) {
                 self.on_readable(key);
             }
-            if !self.stalled.is_empty() {
-                self.unstall();
-            }
+            self.sh.handle_turn(self.now);
             self.expire_timers();
             if self.emfile_since.is_some() {
                 // At the open-file limit: closes this turn (or other
@@ -264,8 +256,8 @@ impl Worker {
             return Some(Duration::ZERO);
         }
         let mut next = self.wheel.next_deadline_ms();
-        if let Some((queue, deadline)) = &self.drain {
-            let close = queue.front().map_or(*deadline, |(at, ..)| *at);
+        if let Some(drain) = &self.drain {
+            let close = drain.poll_timeout();
             next = Some(next.map_or(close, |n| n.min(close)));
         }
         if self.emfile_since.is_some() {
@@ -297,16 +289,16 @@ impl Worker {
                     // retries until they are taken or have waited long
                     // enough to be refused.
                     let since = *self.emfile_since.get_or_insert_with(|| {
-                        tracing::warn!(worker = self.cfg.index, "accept: {e}");
+                        tracing::warn!(worker = self.index, "accept: {e}");
                         self.now.mono_ms
                     });
-                    if self.now.mono_ms.saturating_sub(since) >= self.cfg.emfile_grace_ms {
+                    if self.now.mono_ms.saturating_sub(since) >= self.emfile_grace_ms {
                         self.refuse_pending();
                     }
                     return;
                 }
                 Err(e) => {
-                    tracing::warn!(worker = self.cfg.index, "accept: {e}");
+                    tracing::warn!(worker = self.index, "accept: {e}");
                     return;
                 }
             }
@@ -325,7 +317,7 @@ impl Worker {
             match listener.accept() {
                 Ok((stream, _)) => {
                     drop(stream);
-                    self.stats.refused_fd_limit.inc();
+                    self.sh.stats.refused_fd_limit.inc();
                 }
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => {}
@@ -337,8 +329,12 @@ impl Worker {
         self.emfile_since = None;
     }
 
+    fn id(&self, key: usize) -> ConnId {
+        ConnId::new(self.index, key)
+    }
+
     fn admit(&mut self, mut stream: TcpStream) {
-        if self.conns.len() >= self.cfg.max_connections {
+        if !self.sh.may_accept(self.conns.len()) {
             return; // dropped: closed at once
         }
         let entry = self.conns.vacant_entry();
@@ -351,21 +347,18 @@ impl Worker {
             tracing::warn!("register: {e}");
             return;
         }
-        self.next_epoch = self.next_epoch.wrapping_add(1);
-        let session = Session::new(self.now.mono_ms, self.next_epoch);
-        let deadline = session.deadline_ms(self.now.mono_ms, &self.cfg.session);
-        entry.insert(Conn::new(stream, session));
-        self.wheel
-            .insert(&mut SlabLinks(&mut self.conns), key as u32, deadline);
-        self.stats.accepted.inc();
-        self.stats.connections_open.inc();
+        let id = ConnId::new(self.index, key);
+        let conn = Connection::new(self.now, &mut self.sh, id);
+        entry.insert(Conn::new(stream, conn));
+        self.apply(key);
     }
 
     fn on_readable(&mut self, key: usize) {
+        let id = self.id(key);
         let Some(conn) = self.conns.get_mut(key) else {
             return; // stale event for a closed slot
         };
-        let parked = conn.take_read();
+        let parked = conn.conn.take_read();
         let from_thread = parked.is_none();
         let mut buf = parked.unwrap_or_else(|| std::mem::take(&mut self.rx));
         let mut end = None;
@@ -380,23 +373,18 @@ impl Worker {
             let spare = if from_thread {
                 READ_SPARE
             } else {
-                proto::codec::missing(&buf).max(1)
+                Connection::read_wanted(&buf)
             };
-            match crate::sys::read_into(&self.conns[key].stream, &mut buf, spare) {
+            let conn = &mut self.conns[key];
+            match crate::sys::read_into(&conn.stream, &mut buf, spare) {
                 Ok((0, _)) => {
                     end = Some(CloseReason::ClientEof);
                     break;
                 }
                 Ok((n, filled)) => {
                     reads += 1;
-                    self.stats.bytes_in.add(n as u64);
-                    // Closing connections discard input; a frame error
-                    // voids the rest of the buffer.
-                    if self.conns[key].session.state() == State::Closing
-                        || self.process(key, &mut buf)
-                    {
-                        buf.clear();
-                    }
+                    self.sh.stats.bytes_in.add(n as u64);
+                    conn.conn.handle_read(self.now, &mut self.sh, id, &mut buf);
                     if !filled {
                         // A short read drained the socket; new data will
                         // raise a new edge. Saves one EAGAIN read per event.
@@ -411,362 +399,98 @@ impl Worker {
                 }
             }
         }
-        self.park(key, buf, from_thread);
-        self.flush(key);
-        if let Some(reason) = end {
-            self.end(key, reason);
-        }
-    }
-
-    /// Puts the read buffer back: a partial frame is copied into a buffer
-    /// of its own sized for the whole frame, the thread buffer is kept.
-    fn park(&mut self, key: usize, mut buf: BytesMut, from_thread: bool) {
         let conn = &mut self.conns[key];
+        conn.conn.park_read(&mut buf, from_thread);
         if from_thread {
-            if !buf.is_empty() {
-                let mut own = BytesMut::with_capacity(buf.len() + proto::codec::missing(&buf));
-                own.extend_from_slice(&buf);
-                conn.park_read(own);
-            }
-            buf.clear();
             self.rx = buf;
-        } else {
-            conn.park_read(buf);
+        }
+        if !self.transmit(key) {
+            return;
+        }
+        if let Some(reason) = end {
+            self.conns[key]
+                .conn
+                .handle_eof(self.now, &mut self.sh, id, reason);
+            self.apply(key);
         }
     }
 
-    /// Cuts `buf` into frames and hands each to the session. Returns true
-    /// when the connection began closing (the rest of `buf` is void).
-    fn process(&mut self, key: usize, buf: &mut BytesMut) -> bool {
-        loop {
-            let conn = &mut self.conns[key];
-            let frame = match proto::decode(buf, self.cfg.max_body) {
-                Ok(Some(frame)) => frame,
-                Ok(None) => return false,
-                Err(e) => {
-                    let reason = conn.session.on_decode_error(self.now, e, &mut self.tx);
-                    self.stats.frames_out.inc();
-                    self.begin_close(key, reason);
-                    return true;
-                }
-            };
-            self.stats.frames_in.inc();
-            let before = self.tx.len();
-            let outcome = conn.session.handle_frame(
-                self.now,
-                &self.cfg.session,
-                self.backend_up,
-                &mut self.buckets,
-                &frame,
-                &mut self.tx,
-            );
-            if self.tx.len() > before {
-                self.stats.frames_out.inc();
-            }
-            if self.on_outcome(key, outcome, frame) {
-                return true;
-            }
-        }
-    }
-
-    fn on_outcome(&mut self, key: usize, outcome: Outcome, frame: Frame) -> bool {
-        match outcome {
-            Outcome::Continue => {}
-            Outcome::Forward => {
-                let s = &self.conns[key].session;
-                let item = Up::Client {
-                    session: uplink::session_ref(self.cfg.index, key, s.epoch()),
-                    uin: s.uin(),
-                    device: s.device(),
-                    frame,
-                };
-                if let Err(Up::Client { frame, .. }) = self.send_up(item) {
-                    // No room towards the logic tier: answered now (rule
-                    // 13), and the client is read on as before.
-                    self.stats.bounced_full.inc();
-                    let conn = &mut self.conns[key];
-                    let outcome = conn
-                        .session
-                        .answer_unavailable(self.now, &frame, &mut self.tx);
-                    self.stats.frames_out.inc();
-                    if let Outcome::Close(reason) = outcome {
-                        self.begin_close(key, reason);
-                        return true;
-                    }
-                } else {
-                    self.stats.forwarded.inc();
-                }
-            }
-            Outcome::Heartbeat => self.stats.heartbeats.inc(),
-            Outcome::HeartbeatRearm | Outcome::LoggedIn => {
-                if outcome == Outcome::LoggedIn {
-                    self.stats.logins_ok.inc();
-                    self.stats.sessions_open.inc();
-                    if self.backend_up {
-                        let item = self.announce(key, false);
-                        let _ = self.send_up(item);
-                    }
-                } else {
-                    self.stats.heartbeats.inc();
-                }
-                let deadline = self.conns[key]
-                    .session
-                    .deadline_ms(self.now.mono_ms, &self.cfg.session);
-                self.wheel
-                    .insert(&mut SlabLinks(&mut self.conns), key as u32, deadline);
-            }
-            Outcome::Close(reason) => {
-                self.begin_close(key, reason);
-                return true;
-            }
-        }
-        false
-    }
-
-    /// Counts a close and starts the lingering close: the ERROR (already
-    /// in the output buffer) is flushed, the write side shut down, and
-    /// input discarded until EOF or the linger timer.
-    fn begin_close(&mut self, key: usize, reason: CloseReason) {
-        self.count_close(key, reason);
+    /// Writes what the connection staged, then applies the rest of its
+    /// outputs. False if the slot was freed.
+    fn transmit(&mut self, key: usize) -> bool {
+        let id = self.id(key);
         let conn = &mut self.conns[key];
-        if conn.session.state() != State::Closing {
-            conn.session.begin_closing(self.now);
+        if let Some(bytes) = conn.conn.poll_transmit(self.now, &mut self.sh, id) {
+            let result = write_some(&mut conn.stream, bytes);
+            if let Ok(n) = result {
+                self.sh.stats.bytes_out.add(n as u64);
+            }
+            conn.conn
+                .handle_written(self.now, &mut self.sh, id, result.map_err(drop));
         }
-        let deadline = conn
-            .session
-            .deadline_ms(self.now.mono_ms, &self.cfg.session);
-        self.wheel
-            .insert(&mut SlabLinks(&mut self.conns), key as u32, deadline);
+        self.apply(key)
     }
 
-    fn count_close(&mut self, key: usize, reason: CloseReason) {
-        let session = &self.conns[key].session;
-        self.stats.closed(reason);
-        match reason {
-            CloseReason::Unauthenticated(f) => self.stats.login_failed(f),
-            CloseReason::LoginTimeout => self.stats.login_failed(LoginFailure::Timeout),
-            CloseReason::BadFrame | CloseReason::TooLarge if !session.logged_in() => {
-                self.stats.login_failed(LoginFailure::BadBody)
-            }
-            CloseReason::IdleTimeout => self.stats.expiries.inc(),
-            _ => {}
-        }
-        if session.logged_in() {
-            // Rule 10 across a reconnect: the next login of this device
-            // starts from this bucket.
-            let now = self.now.mono_ms as u32;
-            let limits = &self.cfg.session.rate;
-            self.buckets.closed(
-                limits,
-                session.uin(),
-                session.device(),
-                session.send_tat(),
-                now,
-            );
-            self.stats.sessions_open.dec();
-            if self.backend_up {
-                let item = Up::Close {
-                    session: uplink::session_ref(self.cfg.index, key, session.epoch()),
-                    uin: session.uin(),
-                    device: session.device(),
-                };
-                let _ = self.send_up(item);
+    /// Carries out the outputs the connection at `key` staged: socket
+    /// interest, write-side shutdown, timer, close. False if the slot was
+    /// freed.
+    fn apply(&mut self, key: usize) -> bool {
+        let id = self.id(key);
+        if let Some(writable) = self.sh.poll_interest() {
+            let interest = if writable {
+                Interest::READABLE | Interest::WRITABLE
+            } else {
+                Interest::READABLE
+            };
+            let conn = &mut self.conns[key];
+            if self
+                .poll
+                .registry()
+                .reregister(&mut conn.stream, Token(key), interest)
+                .is_err()
+                && writable
+            {
+                conn.conn
+                    .handle_eof(self.now, &mut self.sh, id, CloseReason::Io);
             }
         }
-    }
-
-    /// The read side ended (EOF or error): a closing connection is done,
-    /// a live one is counted and removed.
-    fn end(&mut self, key: usize, reason: CloseReason) {
-        if !self.conns.contains(key) {
-            return;
+        if self.sh.poll_shutdown() {
+            let _ = self.conns[key].stream.shutdown(Shutdown::Write);
         }
-        if self.conns[key].session.state() != State::Closing {
-            self.count_close(key, reason);
+        let timer = self.sh.poll_timeout();
+        if self.sh.poll_close() {
+            self.wheel
+                .cancel(&mut SlabLinks(&mut self.conns), key as u32);
+            let mut conn = self.conns.remove(key);
+            let _ = self.poll.registry().deregister(&mut conn.stream);
+            // At the open-file limit, the end of this turn retries accept.
+            return false;
         }
-        self.remove(key);
-    }
-
-    fn remove(&mut self, key: usize) {
-        self.wheel
-            .cancel(&mut SlabLinks(&mut self.conns), key as u32);
-        let mut conn = self.conns.remove(key);
-        let _ = self.poll.registry().deregister(&mut conn.stream);
-        self.stats.connections_open.dec();
-        // At the open-file limit, the end of this turn retries accept.
-    }
-
-    /// An `Open` (or, after a reconnect, `Reopen`) for `key`'s session.
-    fn announce(&self, key: usize, again: bool) -> Up {
-        let s = &self.conns[key].session;
-        let (session, uin, device, login_ms) = (
-            uplink::session_ref(self.cfg.index, key, s.epoch()),
-            s.uin(),
-            s.device(),
-            s.login_unix_ms(self.now),
-        );
-        if again {
-            Up::Reopen {
-                session,
-                uin,
-                device,
-                login_ms,
-            }
-        } else {
-            Up::Open {
-                session,
-                uin,
-                device,
-                login_ms,
-            }
+        if let Some(at) = timer {
+            self.wheel
+                .insert(&mut SlabLinks(&mut self.conns), key as u32, at);
         }
-    }
-
-    /// Queues `item` for the uplink. A session notice that does not fit
-    /// waits in `stalled`, in order; a client request that does not fit
-    /// (or would overtake a waiting notice) is given back, to be answered
-    /// UNAVAILABLE.
-    fn send_up(&mut self, item: Up) -> Result<(), Up> {
-        let Some(port) = &self.port else {
-            return Ok(());
-        };
-        let request = matches!(item, Up::Client { .. });
-        if !self.stalled.is_empty() {
-            if request {
-                return Err(item);
-            }
-            self.stalled.push_back(item);
-            return Ok(());
-        }
-        match port.push(item) {
-            Ok(()) => Ok(()),
-            Err(item) if request => Err(item),
-            Err(item) => {
-                self.stalled.push_back(item);
-                Ok(())
-            }
-        }
-    }
-
-    /// Moves waiting session notices into the up-queue, as room allows.
-    fn unstall(&mut self) {
-        let Some(port) = &self.port else {
-            self.stalled.clear();
-            return;
-        };
-        while let Some(item) = self.stalled.pop_front() {
-            if let Err(item) = port.push(item) {
-                self.stalled.push_front(item);
-                return;
-            }
-        }
-    }
-
-    /// Writes the per-thread output buffer (and anything queued before it)
-    /// to `key`'s socket; what the socket will not take is queued on the
-    /// connection and WRITABLE interest added.
-    fn flush(&mut self, key: usize) {
-        let tx_head = std::mem::take(&mut self.tx_head);
-        if self.tx.is_empty() {
-            return;
-        }
-        let Some(conn) = self.conns.get_mut(key) else {
-            self.tx.clear();
-            return;
-        };
-        if conn.has_write() {
-            let queue = conn.write_queue();
-            queue.extend_from_slice(&self.tx);
-            self.tx.clear();
-            let queued = queue.len();
-            if queued > self.cfg.write_budget && conn.session.state() == State::Active {
-                // A slow consumer: what it missed stays in the logic
-                // store for SYNC. The queued frames are dropped so that
-                // the KICK goes right behind the frame being written and
-                // reaches the client before the close.
-                if let Some(bufs) = conn.bufs.as_mut() {
-                    bufs.drop_queued_frames();
-                }
-                let mut kick = BytesMut::new();
-                conn.session.kick(
-                    self.now,
-                    &mut kick,
-                    proto::pb::KickReason::SlowConsumer,
-                    "write queue over budget",
-                );
-                conn.write_queue().extend_from_slice(&kick);
-                self.stats.frames_out.inc();
-                self.begin_close(key, CloseReason::SlowConsumer);
-            }
-            return; // WRITABLE is registered; on_writable sends it in order
-        }
-        let result = write_some(&mut conn.stream, &self.tx);
-        let written = *result.as_ref().unwrap_or(&0);
-        self.stats.bytes_out.add(written as u64);
-        match result {
-            Ok(n) if n == self.tx.len() => {
-                self.tx.clear();
-                if conn.session.state() == State::Closing {
-                    let _ = conn.stream.shutdown(Shutdown::Write);
-                }
-            }
-            Ok(n) => {
-                let head = crate::conn::frame_rest(&self.tx, tx_head, n);
-                conn.write_queue().extend_from_slice(&self.tx[n..]);
-                if let Some(bufs) = conn.bufs.as_mut() {
-                    bufs.head = head;
-                }
-                self.tx.clear();
-                let interest = Interest::READABLE | Interest::WRITABLE;
-                if self
-                    .poll
-                    .registry()
-                    .reregister(&mut conn.stream, Token(key), interest)
-                    .is_err()
-                {
-                    self.end(key, CloseReason::Io);
-                }
-            }
-            Err(_) => {
-                self.tx.clear();
-                self.end(key, CloseReason::Io);
-            }
-        }
+        true
     }
 
     fn on_writable(&mut self, key: usize) {
+        let id = self.id(key);
         let Some(conn) = self.conns.get_mut(key) else {
             return;
         };
-        let Some(bufs) = conn.bufs.as_mut().filter(|b| !b.write.is_empty()) else {
+        let Some(queued) = conn.conn.poll_queued() else {
             return;
         };
-        match write_some(&mut conn.stream, &bufs.write) {
-            Ok(n) => {
-                self.stats.bytes_out.add(n as u64);
-                bufs.consumed(n);
-                if bufs.write.is_empty() {
-                    conn.free_if_empty();
-                    if conn.session.state() == State::Closing {
-                        let _ = conn.stream.shutdown(Shutdown::Write);
-                    }
-                    let _ = self.poll.registry().reregister(
-                        &mut conn.stream,
-                        Token(key),
-                        Interest::READABLE,
-                    );
-                }
-            }
-            Err(_) => self.end(key, CloseReason::Io),
+        let result = write_some(&mut conn.stream, queued);
+        if let Ok(n) = result {
+            self.sh.stats.bytes_out.add(n as u64);
         }
+        conn.conn
+            .handle_written(self.now, &mut self.sh, id, result.map_err(drop));
+        self.apply(key);
     }
 
     fn expire_timers(&mut self) {
-        if self.now.mono_ms >= self.next_sweep_ms {
-            self.next_sweep_ms = self.now.mono_ms + RATE_SWEEP_MS;
-            self.buckets
-                .sweep(&self.cfg.session.rate, self.now.mono_ms as u32);
-        }
         self.wheel.advance(
             &mut SlabLinks(&mut self.conns),
             self.now.mono_ms,
@@ -775,103 +499,61 @@ impl Worker {
         let fired = std::mem::take(&mut self.fired);
         for &key in &fired {
             let key = key as usize;
+            let id = self.id(key);
             let Some(conn) = self.conns.get_mut(key) else {
                 continue;
             };
-            let was_closing = conn.session.state() == State::Closing;
-            match conn
-                .session
-                .on_timer(self.now, &self.cfg.session, &mut self.tx)
-            {
-                TimerOutcome::Rearm(at) => {
-                    self.wheel
-                        .insert(&mut SlabLinks(&mut self.conns), key as u32, at);
-                }
-                TimerOutcome::Close(_) if was_closing => self.remove(key),
-                TimerOutcome::Close(CloseReason::IdleTimeout) => {
-                    self.count_close(key, CloseReason::IdleTimeout);
-                    self.remove(key);
-                }
-                TimerOutcome::Close(reason) => {
-                    self.stats.frames_out.inc();
-                    self.begin_close(key, reason);
-                    self.flush(key);
-                }
-            }
+            conn.conn.handle_timeout(self.now, &mut self.sh, id);
+            self.transmit(key);
         }
         self.fired = fired;
         self.fired.clear();
     }
 
-    /// Rule 12: stop accepting, send every session GOAWAY with a reconnect
-    /// delay spread evenly over the drain window, and queue their closes at
-    /// those same offsets. Connections not logged in are closed now.
+    /// Rule 12: stop accepting; connections not logged in close now, every
+    /// live session gets GOAWAY and its turn to close (`Drain`).
     fn start_drain(&mut self) {
         if let Some(mut listener) = self.listener.take() {
             let _ = self.poll.registry().deregister(&mut listener);
         }
+        let keys: Vec<usize> = self.conns.iter().map(|(k, _)| k).collect();
         let mut live = Vec::new();
-        let mut idle = Vec::new();
-        for (key, conn) in &self.conns {
-            match conn.session.state() {
-                State::Active => live.push(key),
-                State::AwaitLogin => idle.push(key),
-                State::Closing => {}
+        for key in keys {
+            let id = self.id(key);
+            let conn = &mut self.conns[key].conn;
+            if conn.handle_drain_start(self.now, &mut self.sh, id) {
+                live.push((key, u64::from(conn.session().epoch())));
             }
+            self.apply(key);
         }
-        for key in idle {
-            self.count_close(key, CloseReason::Drain);
-            self.remove(key);
+        let mut drain = Drain::new(self.now.mono_ms, &self.sh.cfg, live.len());
+        for (key, epoch) in live {
+            let delay = drain.schedule(key, epoch);
+            let id = self.id(key);
+            self.conns[key].conn.handle_goaway(&mut self.sh, id, delay);
+            self.transmit(key);
         }
-        let n = live.len().max(1) as u64;
-        let mut queue = VecDeque::with_capacity(live.len());
-        for (i, key) in live.into_iter().enumerate() {
-            let offset = drain_offset(self.cfg.drain_ms, i as u64, n, &self.cfg);
-            let conn = &self.conns[key];
-            conn.session.goaway(&mut self.tx, offset as u32);
-            self.stats.frames_out.inc();
-            queue.push_back((self.now.mono_ms + offset, key, conn.session.epoch()));
-            self.flush(key);
-        }
-        let deadline = self.now.mono_ms + self.cfg.drain_ms + DRAIN_GRACE.as_millis() as u64;
-        tracing::info!(worker = self.cfg.index, sessions = queue.len(), "draining");
-        self.drain = Some((queue, deadline));
+        tracing::info!(worker = self.index, sessions = drain.len(), "draining");
+        self.drain = Some(drain);
     }
 
     /// Closes the sessions whose turn has come. True when the worker is done.
     fn drain_step(&mut self) -> bool {
-        let Some((queue, deadline)) = self.drain.as_mut() else {
+        let Some(mut drain) = self.drain.take() else {
             return false;
         };
-        let deadline = *deadline;
-        let mut due = Vec::new();
-        while queue
-            .front()
-            .is_some_and(|(at, ..)| *at <= self.now.mono_ms)
-        {
-            due.extend(queue.pop_front());
-        }
-        for (_, key, epoch) in due {
-            let live = self
-                .conns
-                .get(key)
-                .is_some_and(|c| c.session.epoch() == epoch && c.session.state() == State::Active);
-            if live {
-                self.begin_close(key, CloseReason::Drain);
-                let _ = self.conns[key].stream.shutdown(Shutdown::Write);
+        while let Some((key, epoch)) = drain.poll_due(self.now.mono_ms) {
+            let id = self.id(key);
+            if let Some(conn) = self.conns.get_mut(key) {
+                conn.conn
+                    .handle_drain_close(self.now, &mut self.sh, id, epoch);
+                self.transmit(key);
             }
         }
-        self.conns.is_empty() || self.now.mono_ms >= deadline
+        let over = drain.is_over(self.now.mono_ms, self.conns.len());
+        self.drain = Some(drain);
+        over
     }
-}
-
-/// The GOAWAY delay of the `i`th of `n` live sessions of this worker: the
-/// workers' delays interleave (worker `w` of `W` is shifted by `w / W` of
-/// one slot), so the process as a whole spreads its reconnects evenly over
-/// the window instead of every worker picking the same instants.
-fn drain_offset(drain_ms: u64, i: u64, n: u64, cfg: &WorkerConfig) -> u64 {
-    let w = cfg.workers.max(1) as u64;
-    drain_ms * (i * w + (cfg.index as u64).min(w - 1)) / (n.max(1) * w)
 }
 
 /// EMFILE or ENFILE: no descriptor for the connection `accept` would take.
@@ -895,45 +577,3 @@ fn write_some(stream: &mut TcpStream, buf: &[u8]) -> io::Result<usize> {
 }
 
 mod down;
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn cfg(index: usize, workers: usize) -> WorkerConfig {
-        WorkerConfig {
-            index,
-            workers,
-            session: SessionConfig {
-                heartbeat: crate::heartbeat::HeartbeatPolicy::default(),
-                rate: crate::ratelimit::Limits::default(),
-                login_timeout_ms: 10_000,
-                linger_ms: 2_000,
-                key: proto::TokenKey::new(b"k"),
-                session_id_prefix: 0,
-            },
-            max_body: 65_536,
-            tick_ms: 100,
-            wheel_slots: 64,
-            max_connections: 10,
-            drain_ms: 1_000,
-            write_budget: 1 << 20,
-            rate_table_capacity: 16,
-            emfile_grace_ms: 250,
-        }
-    }
-
-    #[test]
-    fn drain_delays_of_two_workers_interleave_over_the_window() {
-        let n = 100;
-        let mut all: Vec<u64> = (0..2)
-            .flat_map(|w| (0..n).map(move |i| drain_offset(1_000, i, n, &cfg(w, 2))))
-            .collect();
-        assert!(all.iter().all(|&d| d < 1_000));
-        all.sort_unstable();
-        all.dedup();
-        assert_eq!(all.len(), 200, "every session its own instant");
-        assert_eq!(drain_offset(1_000, 0, n, &cfg(0, 2)), 0);
-        assert_eq!(drain_offset(1_000, 0, n, &cfg(1, 2)), 5);
-    }
-}

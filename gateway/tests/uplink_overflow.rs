@@ -7,7 +7,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
-use gateway::uplink::{self, Down, Identity, Uplink, UplinkConfig};
+use gateway::conn_id::ConnId;
+use gateway::uplink::{Down, Identity, Uplink, UplinkConfig};
 use mio::{Poll, Token, Waker};
 use proto::link::{self, LinkMsg};
 use proto::{Kind, pb};
@@ -71,16 +72,16 @@ fn a_worker_that_does_not_drain_its_queue_does_not_hold_up_the_others() {
     };
     let mut out = BytesMut::new();
     for n in 1..=64 {
-        link::encode_deliver(&mut out, &[uplink::session_ref(0, 1, 1)], &push(n));
+        link::encode_deliver(&mut out, &[ConnId::new(0, 1).pack(1)], &push(n));
     }
-    link::encode_deliver(&mut out, &[uplink::session_ref(1, 1, 1)], &push(99));
+    link::encode_deliver(&mut out, &[ConnId::new(1, 1).pack(1)], &push(99));
     s.write_all(&out).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         match ports[1].pop() {
             Some(Down::Deliver { targets, .. }) => {
-                assert_eq!(targets, [uplink::session_ref(1, 1, 1)]);
+                assert_eq!(targets, [ConnId::new(1, 1).pack(1)]);
                 break;
             }
             Some(_) => {}
