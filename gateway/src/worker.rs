@@ -87,8 +87,9 @@ pub struct WorkerConfig {
     pub drain_ms: u64,
     /// Output queued for one session beyond which it is a slow consumer.
     pub write_budget: usize,
-    /// Entries of the rate-limit table (see `ratelimit::Table`).
-    pub rate_table_capacity: usize,
+    /// The base of every worker's monotonic clock: one instant for the
+    /// process, so times in the shared rate-limit table agree.
+    pub epoch: Instant,
     /// At the open-file limit, how long a pending connection may wait for
     /// a descriptor before it is refused.
     pub emfile_grace_ms: u64,
@@ -142,8 +143,9 @@ pub struct Worker {
     stalled: VecDeque<Up>,
     /// Deliveries gathered during one drain of the down-queue.
     outbox: down::Outbox,
-    /// Rate-limit buckets kept outside the sessions.
-    buckets: ratelimit::Table,
+    /// Rate-limit buckets kept outside the sessions, shared by every
+    /// worker of the process (`ratelimit::Shared`).
+    buckets: Arc<ratelimit::Shared>,
     next_sweep_ms: u64,
     /// A descriptor held back for refusing connections at the open-file
     /// limit (`/dev/null`).
@@ -163,17 +165,15 @@ impl Worker {
         mut listener: TcpListener,
         stats: Arc<WorkerStats>,
         control: Arc<AtomicU8>,
+        buckets: Arc<ratelimit::Shared>,
     ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let clock = Clock {
-            base: Instant::now(),
-        };
+        let clock = Clock { base: cfg.epoch };
         let now = clock.now();
         let wheel = Wheel::new(cfg.wheel_slots, cfg.tick_ms, now.mono_ms);
-        let cfg_rate_capacity = cfg.rate_table_capacity;
         let worker = Worker {
             cfg,
             poll,
@@ -194,7 +194,7 @@ impl Worker {
             backend_up: false,
             stalled: VecDeque::new(),
             outbox: down::Outbox::default(),
-            buckets: ratelimit::Table::new(cfg_rate_capacity),
+            buckets,
             next_sweep_ms: now.mono_ms + RATE_SWEEP_MS,
             spare: File::open("/dev/null").ok(),
             emfile_since: None,
@@ -456,7 +456,7 @@ impl Worker {
                 self.now,
                 &self.cfg.session,
                 self.backend_up,
-                &mut self.buckets,
+                &self.buckets,
                 &frame,
                 &mut self.tx,
             );
@@ -764,8 +764,12 @@ impl Worker {
     fn expire_timers(&mut self) {
         if self.now.mono_ms >= self.next_sweep_ms {
             self.next_sweep_ms = self.now.mono_ms + RATE_SWEEP_MS;
-            self.buckets
-                .sweep(&self.cfg.session.rate, self.now.mono_ms as u32);
+            self.buckets.sweep(
+                &self.cfg.session.rate,
+                self.now.mono_ms as u32,
+                self.cfg.index,
+                self.cfg.workers,
+            );
         }
         self.wheel.advance(
             &mut SlabLinks(&mut self.conns),
@@ -918,7 +922,7 @@ mod tests {
             max_connections: 10,
             drain_ms: 1_000,
             write_budget: 1 << 20,
-            rate_table_capacity: 16,
+            epoch: Instant::now(),
             emfile_grace_ms: 250,
         }
     }
