@@ -240,8 +240,8 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let mut logic = FakeLogic::accept(listener);
-    logic.handshake();
+    let mut logic = FakeLogic::accept(&listener);
+    logic.hello();
     let mut alice = Client::connect(gw.addr);
     alice.login(7, 1, NetworkType::Wifi);
 
@@ -249,8 +249,9 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
     alice.send(Kind::Sync, 5, &pb::SyncReq::default());
     // The gateway forwards under its own link seq and puts the client's
     // back on the answer.
-    let (me, kind, seq, _) = logic.next_client();
-    assert_eq!(kind, Kind::Sync);
+    let sync = logic.next_client();
+    assert_eq!(sync.kind, Kind::Sync);
+    let me = sync.session;
     let heads = (1..400)
         .map(|c| pb::ChannelHead {
             channel: c,
@@ -259,7 +260,7 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         .collect();
     let big = prost::Message::encode_to_vec(&pb::SyncAck { heads });
     assert!(big.len() > 1024);
-    logic.deliver_raw(me, Kind::SyncAck, seq, &big);
+    logic.deliver_raw(me, Kind::SyncAck, sync.seq, &big);
     assert_eq!(alice.expect_error(5), ErrorCode::Unavailable);
 
     // A SEND_ACK too large: SEND_ACK(UNAVAILABLE) with her ids.
@@ -269,15 +270,15 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         body: Bytes::from_static(b"hi"),
     };
     alice.send(Kind::Send, 6, &req);
-    let (_, kind, seq, client_msg_id) = logic.next_client();
-    assert_eq!((kind, client_msg_id), (Kind::Send, 77));
+    let send = logic.next_client();
+    assert_eq!((send.kind, send.client_msg_id()), (Kind::Send, 77));
     let ok = pb::SendAck {
         status: Status::Ok as i32,
         channel: INBOX | 8,
         msg_id: 1,
         client_msg_id: 77,
     };
-    logic.deliver_raw(me, Kind::SendAck, seq, &padded(&ok, 2_000));
+    logic.deliver_raw(me, Kind::SendAck, send.seq, &padded(&ok, 2_000));
     let ack: pb::SendAck = alice.expect(Kind::SendAck, 6);
     assert_eq!(
         (ack.status, ack.channel, ack.msg_id, ack.client_msg_id),
