@@ -107,8 +107,8 @@ pub struct RunArgs {
     /// SYNC burst per session.
     #[arg(long)]
     pub sync_burst: Option<u32>,
-    /// Entries per worker in the rate-limit table (buckets kept across a
-    /// reconnect, and the JOIN/LEAVE/SYNC buckets).
+    /// Entries in the gateway's rate-limit table, shared by its workers
+    /// (buckets kept across a reconnect, and the JOIN/LEAVE/SYNC buckets).
     #[arg(long)]
     pub rate_table_capacity: Option<usize>,
     /// At the open-file limit, how long a pending connection waits for a

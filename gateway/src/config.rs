@@ -64,10 +64,11 @@ pub struct Config {
     /// the ERROR does not close).
     #[serde(default = "sync_default")]
     pub sync_rate: RateLimit,
-    /// Entries per worker in the table that keeps rate-limit buckets past
-    /// a session's end (so a reconnect does not refill them) and the JOIN,
-    /// LEAVE and SYNC buckets of live sessions; about 40 bytes each. An
-    /// entry lives only until its buckets have refilled. Default 65,536.
+    /// Entries in the gateway's table (shared by its workers) that keeps
+    /// rate-limit buckets past a session's end (so a reconnect, onto any
+    /// worker, does not refill them) and the JOIN, LEAVE and SYNC buckets
+    /// of live sessions; about 40 bytes each. An entry lives only until
+    /// its buckets have refilled. Default 262,144 (about 10 MiB at most).
     pub rate_table_capacity: usize,
     /// Drain window on SIGTERM (rule 12): GOAWAY delays and closes are
     /// spread over it. Default 30,000 ms.
@@ -154,7 +155,7 @@ impl Default for Config {
             join_rate: RateLimit::JOIN,
             leave_rate: RateLimit::LEAVE,
             sync_rate: RateLimit::SYNC,
-            rate_table_capacity: 65_536,
+            rate_table_capacity: 262_144,
             drain_ms: 30_000,
             linger_ms: 2_000,
             tick_ms: 100,

@@ -231,7 +231,7 @@ impl Connection {
                 now,
                 &sh.cfg.session,
                 sh.link_up,
-                &mut sh.buckets,
+                &sh.buckets,
                 &frame,
                 &mut sh.tx,
             );

@@ -1,8 +1,9 @@
 //! The per-session rate limits, sans-io: SEND (PROTOCOL.md rule 10) and,
-//! the same way, JOIN, LEAVE and SYNC (see [`Limits`]). The per-worker
-//! [`Table`] keeps what does not fit in every session: the JOIN, LEAVE
-//! and SYNC buckets, and every bucket of a session that ended, so a
-//! reconnect does not refill them.
+//! the same way, JOIN, LEAVE and SYNC (see [`Limits`]). The gateway-wide
+//! [`Shared`] table (shards of [`Table`]) keeps what does not fit in every
+//! session: the JOIN, LEAVE and SYNC buckets, and every bucket of a
+//! session that ended, so a reconnect, onto any worker, does not refill
+//! them.
 //!
 //! A token bucket expressed as GCRA (the generic cell rate algorithm), so a
 //! session's whole limiter state is one `u32`: the theoretical arrival time
@@ -43,8 +44,8 @@ impl Default for RateLimit {
 }
 
 /// Every per-session limit. Each bucket starts full at the first LOGIN
-/// of a (uin, device) on a worker; one its last session left empty is
-/// taken over by the next login (see [`Table`]).
+/// of a (uin, device) on the gateway; one its last session left empty is
+/// taken over by the next login, on whichever worker (see [`Shared`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Limits {
     pub send: RateLimit,
@@ -141,7 +142,9 @@ impl RateLimit {
     }
 }
 
+mod shared;
 mod table;
+pub use shared::Shared;
 pub use table::Table;
 
 #[cfg(test)]

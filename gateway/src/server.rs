@@ -20,6 +20,7 @@ use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::config::Config;
 use crate::metrics::{self, WorkerStats};
+use crate::ratelimit;
 use crate::session::SessionConfig;
 use crate::uplink::{Identity, Uplink, UplinkConfig};
 use crate::worker::{self, Worker, WorkerConfig};
@@ -97,6 +98,10 @@ impl Server {
         let mut workers = Vec::with_capacity(threads);
         let mut wakers = Vec::with_capacity(threads);
         let mut built = Vec::with_capacity(threads);
+        // One clock base and one rate-limit table for every worker: a
+        // reconnect onto another worker finds its buckets (rule 10).
+        let epoch = std::time::Instant::now();
+        let buckets = Arc::new(ratelimit::Shared::new(cfg.rate_table_capacity));
         for (index, listener) in listeners.into_iter().enumerate() {
             let wcfg = WorkerConfig {
                 index,
@@ -115,11 +120,17 @@ impl Server {
                 max_connections: cfg.max_connections_per_thread,
                 drain_ms: cfg.drain_ms,
                 write_budget: cfg.write_budget,
-                rate_table_capacity: cfg.rate_table_capacity,
+                epoch,
                 emfile_grace_ms: cfg.emfile_grace_ms,
             };
-            let (w, waker) = Worker::new(wcfg, listener, stats[index].clone(), control.clone())
-                .map_err(|source| StartError::Worker { index, source })?;
+            let (w, waker) = Worker::new(
+                wcfg,
+                listener,
+                stats[index].clone(),
+                control.clone(),
+                buckets.clone(),
+            )
+            .map_err(|source| StartError::Worker { index, source })?;
             built.push(w);
             wakers.push(waker);
         }

@@ -364,14 +364,14 @@ impl Session {
     }
 
     /// A whole frame arrived at `now`. `backend_up` says whether the logic
-    /// tier is reachable (rule 13); `buckets` is the worker's rate-limit
+    /// tier is reachable (rule 13); `buckets` is the gateway's rate-limit
     /// table (JOIN, LEAVE and SYNC buckets, and SEND's across a reconnect).
     pub fn handle_frame(
         &mut self,
         now: Now,
         cfg: &SessionConfig,
         backend_up: bool,
-        buckets: &mut ratelimit::Table,
+        buckets: &ratelimit::Shared,
         frame: &Frame,
         out: &mut BytesMut,
     ) -> Outcome {
@@ -395,7 +395,7 @@ impl Session {
         &mut self,
         now: Now,
         cfg: &SessionConfig,
-        buckets: &mut ratelimit::Table,
+        buckets: &ratelimit::Shared,
         frame: &Frame,
         out: &mut BytesMut,
     ) -> Outcome {
@@ -458,7 +458,7 @@ impl Session {
         now: Now,
         cfg: &SessionConfig,
         backend_up: bool,
-        buckets: &mut ratelimit::Table,
+        buckets: &ratelimit::Shared,
         frame: &Frame,
         out: &mut BytesMut,
     ) -> Outcome {

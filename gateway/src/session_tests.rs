@@ -21,8 +21,8 @@ fn cfg() -> SessionConfig {
 }
 
 /// A fresh rate-limit table (tests of the table itself keep one).
-fn tbl() -> ratelimit::Table {
-    ratelimit::Table::new(1024)
+fn tbl() -> ratelimit::Shared {
+    ratelimit::Shared::new(1024)
 }
 
 fn at(ms: u64) -> Now {
@@ -77,7 +77,7 @@ fn logged_in(network: NetworkType) -> (Session, SessionConfig) {
     let mut out = BytesMut::new();
     let f = login_frame(42, 3, UNIX0 / 1_000 + 60, network);
     assert_eq!(
-        s.handle_frame(at(0), &cfg, false, &mut tbl(), &f, &mut out),
+        s.handle_frame(at(0), &cfg, false, &tbl(), &f, &mut out),
         Outcome::LoggedIn
     );
     let _: pb::LoginAck = one(&mut out, Kind::LoginAck, 1);
@@ -111,7 +111,7 @@ fn login_ok_answers_the_interval_for_the_network() {
         let mut out = BytesMut::new();
         let f = login_frame(42, 3, UNIX0 / 1_000, net);
         assert_eq!(
-            s.handle_frame(at(5), &cfg, false, &mut tbl(), &f, &mut out),
+            s.handle_frame(at(5), &cfg, false, &tbl(), &f, &mut out),
             Outcome::LoggedIn
         );
         let ack: pb::LoginAck = one(&mut out, Kind::LoginAck, 1);
@@ -137,7 +137,7 @@ fn bad_and_expired_tokens_are_unauthenticated() {
     ] {
         let mut s = Session::new(at(0).mono_ms, 1);
         let mut out = BytesMut::new();
-        let outcome = s.handle_frame(at(1), &cfg, true, &mut tbl(), &f, &mut out);
+        let outcome = s.handle_frame(at(1), &cfg, true, &tbl(), &f, &mut out);
         assert_eq!(
             outcome,
             Outcome::Close(CloseReason::Unauthenticated(failure))
@@ -153,7 +153,7 @@ fn first_frame_must_be_login() {
     let mut s = Session::new(at(0).mono_ms, 1);
     let mut out = BytesMut::new();
     let f = frame(Kind::Heartbeat, 9, &pb::Heartbeat {});
-    let outcome = s.handle_frame(at(1), &cfg, true, &mut tbl(), &f, &mut out);
+    let outcome = s.handle_frame(at(1), &cfg, true, &tbl(), &f, &mut out);
     assert_eq!(
         outcome,
         Outcome::Close(CloseReason::Unauthenticated(LoginFailure::NotLoginFirst))
@@ -172,13 +172,13 @@ fn undecodable_login_and_second_login_are_bad_frames() {
         seq: 4,
         body: Bytes::from_static(&[0xff, 0xff, 0xff]),
     };
-    let outcome = s.handle_frame(at(1), &cfg, true, &mut tbl(), &garbage, &mut out);
+    let outcome = s.handle_frame(at(1), &cfg, true, &tbl(), &garbage, &mut out);
     assert_eq!(outcome, Outcome::Close(CloseReason::BadFrame));
     assert_eq!(error_of(&mut out, 4), ErrorCode::BadFrame);
 
     let (mut s, cfg) = logged_in(NetworkType::Wifi);
     let again = login_frame(42, 3, UNIX0 / 1_000 + 60, NetworkType::Wifi);
-    let outcome = s.handle_frame(at(2), &cfg, true, &mut tbl(), &again, &mut out);
+    let outcome = s.handle_frame(at(2), &cfg, true, &tbl(), &again, &mut out);
     assert_eq!(outcome, Outcome::Close(CloseReason::BadFrame));
     assert_eq!(error_of(&mut out, 1), ErrorCode::BadFrame);
 }
@@ -208,7 +208,7 @@ fn idle_expiry_counts_from_the_last_frame_of_any_kind() {
     // A SYNC (not a heartbeat) at 20 s is a sign of life too.
     let sync = frame(Kind::Sync, 2, &pb::SyncReq::default());
     assert_eq!(
-        s.handle_frame(at(20_000), &cfg, false, &mut tbl(), &sync, &mut out),
+        s.handle_frame(at(20_000), &cfg, false, &tbl(), &sync, &mut out),
         Outcome::Continue
     );
     out.clear();
@@ -234,7 +234,7 @@ fn heartbeat_interval_adapts_as_rule_5_says() {
     let hb = |seq| frame(Kind::Heartbeat, seq, &pb::Heartbeat {});
     let mut ack = |s: &mut Session, t: u64, seq: u32, expect: Outcome| {
         assert_eq!(
-            s.handle_frame(at(t), &cfg, false, &mut tbl(), &hb(seq), &mut out),
+            s.handle_frame(at(t), &cfg, false, &tbl(), &hb(seq), &mut out),
             expect
         );
         let a: pb::HeartbeatAck = one(&mut out, Kind::HeartbeatAck, seq);
@@ -274,13 +274,13 @@ fn fixed_heartbeat_when_adaptation_is_off() {
     let mut out = BytesMut::new();
     let f = login_frame(1, 1, UNIX0 / 1_000 + 5, NetworkType::Cell2g);
     assert_eq!(
-        s.handle_frame(at(0), &cfg, false, &mut tbl(), &f, &mut out),
+        s.handle_frame(at(0), &cfg, false, &tbl(), &f, &mut out),
         Outcome::LoggedIn
     );
     out.clear();
     for (i, t) in [1_000u64, 1_700, 5_000].into_iter().enumerate() {
         let hb = frame(Kind::Heartbeat, i as u32, &pb::Heartbeat {});
-        let _ = s.handle_frame(at(t), &cfg, false, &mut tbl(), &hb, &mut out);
+        let _ = s.handle_frame(at(t), &cfg, false, &tbl(), &hb, &mut out);
         let a: pb::HeartbeatAck = one(&mut out, Kind::HeartbeatAck, i as u32);
         assert_eq!((a.next_heartbeat_ms, a.idle_timeout_ms), (1_000, 3_000));
     }
@@ -304,20 +304,20 @@ fn sends_over_the_rate_are_refused_with_their_ids() {
             at(10),
             &cfg,
             true,
-            &mut tbl(),
+            &tbl(),
             &send(i, 5, 100 + u64::from(i)),
             &mut out,
         );
         assert_eq!(outcome, Outcome::Forward, "send {i} within the burst");
     }
     assert!(out.is_empty());
-    let outcome = s.handle_frame(at(10), &cfg, true, &mut tbl(), &send(77, 5, 140), &mut out);
+    let outcome = s.handle_frame(at(10), &cfg, true, &tbl(), &send(77, 5, 140), &mut out);
     assert_eq!(outcome, Outcome::Continue);
     let ack: pb::SendAck = one(&mut out, Kind::SendAck, 77);
     assert_eq!(ack.status, pb::Status::RateLimited as i32);
     assert_eq!((ack.channel, ack.msg_id, ack.client_msg_id), (5, 0, 140));
     // 50 ms later one more token has arrived.
-    let outcome = s.handle_frame(at(60), &cfg, true, &mut tbl(), &send(78, 5, 140), &mut out);
+    let outcome = s.handle_frame(at(60), &cfg, true, &tbl(), &send(78, 5, 140), &mut out);
     assert_eq!(outcome, Outcome::Forward);
 }
 
@@ -326,7 +326,7 @@ fn backend_down_answers_unavailable_and_keeps_the_session() {
     let (mut s, cfg) = logged_in(NetworkType::Wifi);
     let mut out = BytesMut::new();
     assert_eq!(
-        s.handle_frame(at(1), &cfg, false, &mut tbl(), &send(2, 9, 1), &mut out),
+        s.handle_frame(at(1), &cfg, false, &tbl(), &send(2, 9, 1), &mut out),
         Outcome::Continue
     );
     let ack: pb::SendAck = one(&mut out, Kind::SendAck, 2);
@@ -335,14 +335,14 @@ fn backend_down_answers_unavailable_and_keeps_the_session() {
 
     let sync = frame(Kind::Sync, 3, &pb::SyncReq::default());
     assert_eq!(
-        s.handle_frame(at(2), &cfg, false, &mut tbl(), &sync, &mut out),
+        s.handle_frame(at(2), &cfg, false, &tbl(), &sync, &mut out),
         Outcome::Continue
     );
     assert_eq!(error_of(&mut out, 3), ErrorCode::Unavailable);
 
     let join = frame(Kind::Join, 4, &pb::Join { channel: 12 });
     assert_eq!(
-        s.handle_frame(at(3), &cfg, false, &mut tbl(), &join, &mut out),
+        s.handle_frame(at(3), &cfg, false, &tbl(), &join, &mut out),
         Outcome::Continue
     );
     let ack: pb::JoinAck = one(&mut out, Kind::JoinAck, 4);
@@ -353,7 +353,7 @@ fn backend_down_answers_unavailable_and_keeps_the_session() {
 
     let leave = frame(Kind::Leave, 5, &pb::Leave { channel: 12 });
     assert_eq!(
-        s.handle_frame(at(4), &cfg, false, &mut tbl(), &leave, &mut out),
+        s.handle_frame(at(4), &cfg, false, &tbl(), &leave, &mut out),
         Outcome::Continue
     );
     let ack: pb::LeaveAck = one(&mut out, Kind::LeaveAck, 5);
@@ -377,7 +377,7 @@ fn backend_up_forwards_sync_join_leave() {
         ),
     ] {
         assert_eq!(
-            s.handle_frame(at(1), &cfg, true, &mut tbl(), &f, &mut out),
+            s.handle_frame(at(1), &cfg, true, &tbl(), &f, &mut out),
             Outcome::Forward,
             "{kind:?}"
         );
@@ -391,7 +391,7 @@ fn server_kinds_from_a_client_are_bad_frames() {
     let mut out = BytesMut::new();
     let f = frame(Kind::Push, 6, &pb::Push::default());
     assert_eq!(
-        s.handle_frame(at(1), &cfg, true, &mut tbl(), &f, &mut out),
+        s.handle_frame(at(1), &cfg, true, &tbl(), &f, &mut out),
         Outcome::Close(CloseReason::BadFrame)
     );
     assert_eq!(error_of(&mut out, 6), ErrorCode::BadFrame);
@@ -430,7 +430,7 @@ fn closing_discards_input_and_ends_after_the_linger() {
     s.begin_closing(at(100));
     let f = frame(Kind::Heartbeat, 1, &pb::Heartbeat {});
     assert_eq!(
-        s.handle_frame(at(200), &cfg, true, &mut tbl(), &f, &mut out),
+        s.handle_frame(at(200), &cfg, true, &tbl(), &f, &mut out),
         Outcome::Continue
     );
     assert!(out.is_empty());
@@ -460,7 +460,7 @@ fn login_time_is_reported_exactly_and_survives_closing() {
     assert_eq!(s.login_unix_ms(stepped), UNIX0 - 2_000);
     let mut out = BytesMut::new();
     let hb = frame(Kind::Heartbeat, 2, &pb::Heartbeat {});
-    let _ = s.handle_frame(at(20), &cfg, false, &mut tbl(), &hb, &mut out);
+    let _ = s.handle_frame(at(20), &cfg, false, &tbl(), &hb, &mut out);
     s.begin_closing(at(30));
     assert!(s.logged_in(), "closing keeps what LOGIN did");
     assert_eq!(s.state(), State::Closing);
@@ -476,7 +476,7 @@ fn a_very_old_login_stays_older_than_every_newer_one_across_the_wrap() {
     let hour = 3_600_000;
     for h in 1..=60 * 24u64 {
         let hb = frame(Kind::Heartbeat, 2, &pb::Heartbeat {});
-        let _ = s.handle_frame(at(h * hour), &cfg, false, &mut tbl(), &hb, &mut out);
+        let _ = s.handle_frame(at(h * hour), &cfg, false, &tbl(), &hb, &mut out);
         out.clear();
         let now = at(h * hour);
         let said = s.login_unix_ms(now);
@@ -514,16 +514,16 @@ fn join_leave_and_sync_over_their_rates_are_refused_and_the_session_stays() {
         per_sec: 1,
         burst: 1,
     };
-    let mut t = tbl();
+    let t = tbl();
     let mut out = BytesMut::new();
     let join = |seq| frame(Kind::Join, seq, &pb::Join { channel: 12 });
     let leave = |seq| frame(Kind::Leave, seq, &pb::Leave { channel: 12 });
     let sync = |seq| frame(Kind::Sync, seq, &pb::SyncReq::default());
     for seq in [1, 2] {
-        let o = s.handle_frame(at(10), &cfg, true, &mut t, &join(seq), &mut out);
+        let o = s.handle_frame(at(10), &cfg, true, &t, &join(seq), &mut out);
         assert_eq!(o, Outcome::Forward);
     }
-    let o = s.handle_frame(at(10), &cfg, true, &mut t, &join(3), &mut out);
+    let o = s.handle_frame(at(10), &cfg, true, &t, &join(3), &mut out);
     assert_eq!(o, Outcome::Continue);
     let ack: pb::JoinAck = one(&mut out, Kind::JoinAck, 3);
     assert_eq!(
@@ -533,31 +533,31 @@ fn join_leave_and_sync_over_their_rates_are_refused_and_the_session_stays() {
 
     // LEAVE has a bucket of its own.
     for seq in [4, 5] {
-        let o = s.handle_frame(at(10), &cfg, true, &mut t, &leave(seq), &mut out);
+        let o = s.handle_frame(at(10), &cfg, true, &t, &leave(seq), &mut out);
         assert_eq!(o, Outcome::Forward);
     }
-    let _ = s.handle_frame(at(10), &cfg, true, &mut t, &leave(6), &mut out);
+    let _ = s.handle_frame(at(10), &cfg, true, &t, &leave(6), &mut out);
     let ack: pb::LeaveAck = one(&mut out, Kind::LeaveAck, 6);
     assert_eq!(ack.status, pb::Status::RateLimited as i32);
 
     // SYNC_ACK has no status: ERROR(UNAVAILABLE), which does not close.
-    let o = s.handle_frame(at(10), &cfg, true, &mut t, &sync(7), &mut out);
+    let o = s.handle_frame(at(10), &cfg, true, &t, &sync(7), &mut out);
     assert_eq!(o, Outcome::Forward);
-    let o = s.handle_frame(at(500), &cfg, true, &mut t, &sync(8), &mut out);
+    let o = s.handle_frame(at(500), &cfg, true, &t, &sync(8), &mut out);
     assert_eq!(o, Outcome::Continue);
     assert_eq!(error_of(&mut out, 8), ErrorCode::Unavailable);
     assert_eq!(s.state(), State::Active);
 
     // RATE_LIMITED comes before UNAVAILABLE, as for SEND.
-    let o = s.handle_frame(at(20), &cfg, false, &mut t, &join(9), &mut out);
+    let o = s.handle_frame(at(20), &cfg, false, &t, &join(9), &mut out);
     assert_eq!(o, Outcome::Continue);
     let ack: pb::JoinAck = one(&mut out, Kind::JoinAck, 9);
     assert_eq!(ack.status, pb::Status::RateLimited as i32);
 
     // Tokens come back at the rate: one JOIN per 100 ms, one SYNC per s.
-    let o = s.handle_frame(at(110), &cfg, true, &mut t, &join(10), &mut out);
+    let o = s.handle_frame(at(110), &cfg, true, &t, &join(10), &mut out);
     assert_eq!(o, Outcome::Forward);
-    let o = s.handle_frame(at(1_010), &cfg, true, &mut t, &sync(11), &mut out);
+    let o = s.handle_frame(at(1_010), &cfg, true, &t, &sync(11), &mut out);
     assert_eq!(o, Outcome::Forward);
     assert!(out.is_empty());
 }
@@ -565,10 +565,10 @@ fn join_leave_and_sync_over_their_rates_are_refused_and_the_session_stays() {
 #[test]
 fn a_relogin_of_the_same_device_does_not_refill_the_send_bucket() {
     let (mut s, cfg) = logged_in(NetworkType::Wifi);
-    let mut t = tbl();
+    let t = tbl();
     let mut out = BytesMut::new();
     let mut n = 0;
-    while s.handle_frame(at(10), &cfg, true, &mut t, &send(n, 5, 1), &mut out) == Outcome::Forward {
+    while s.handle_frame(at(10), &cfg, true, &t, &send(n, 5, 1), &mut out) == Outcome::Forward {
         n += 1;
     }
     assert_eq!(n, 40, "the burst");
@@ -579,18 +579,18 @@ fn a_relogin_of_the_same_device_does_not_refill_the_send_bucket() {
     // The same (uin, device) logs in again 20 ms later: still empty.
     let mut again = Session::new(at(20).mono_ms, 6);
     let f = login_frame(42, 3, UNIX0 / 1_000 + 60, NetworkType::Wifi);
-    let o = again.handle_frame(at(20), &cfg, true, &mut t, &f, &mut out);
+    let o = again.handle_frame(at(20), &cfg, true, &t, &f, &mut out);
     assert_eq!(o, Outcome::LoggedIn);
     let _ = written(&mut out);
-    let o = again.handle_frame(at(30), &cfg, true, &mut t, &send(1, 5, 2), &mut out);
+    let o = again.handle_frame(at(30), &cfg, true, &t, &send(1, 5, 2), &mut out);
     assert_eq!(o, Outcome::Continue);
     let ack: pb::SendAck = one(&mut out, Kind::SendAck, 1);
     assert_eq!(ack.status, pb::Status::RateLimited as i32);
     // Another device of the same user has its own bucket.
     let mut other = Session::new(at(20).mono_ms, 7);
     let f = login_frame(42, 4, UNIX0 / 1_000 + 60, NetworkType::Wifi);
-    let _ = other.handle_frame(at(20), &cfg, true, &mut t, &f, &mut out);
+    let _ = other.handle_frame(at(20), &cfg, true, &t, &f, &mut out);
     let _ = written(&mut out);
-    let o = other.handle_frame(at(30), &cfg, true, &mut t, &send(1, 5, 2), &mut out);
+    let o = other.handle_frame(at(30), &cfg, true, &t, &send(1, 5, 2), &mut out);
     assert_eq!(o, Outcome::Forward);
 }

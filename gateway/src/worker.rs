@@ -47,6 +47,7 @@ use crate::conn::{Conn, SlabLinks};
 use crate::conn_id::ConnId;
 use crate::connection::{ConnConfig, Connection, Drain, Shared};
 use crate::metrics::WorkerStats;
+use crate::ratelimit;
 use crate::session::{CloseReason, Now, SessionConfig};
 use crate::uplink::WorkerPort;
 use crate::wheel::Wheel;
@@ -82,8 +83,9 @@ pub struct WorkerConfig {
     pub drain_ms: u64,
     /// Output queued for one session beyond which it is a slow consumer.
     pub write_budget: usize,
-    /// Entries of the rate-limit table (see `ratelimit::Table`).
-    pub rate_table_capacity: usize,
+    /// The base of every worker's monotonic clock: one instant for the
+    /// process, so times in the shared rate-limit table agree.
+    pub epoch: Instant,
     /// At the open-file limit, how long a pending connection may wait for
     /// a descriptor before it is refused.
     pub emfile_grace_ms: u64,
@@ -100,7 +102,6 @@ impl WorkerConfig {
             write_budget: self.write_budget,
             max_connections: self.max_connections,
             drain_ms: self.drain_ms,
-            rate_table_capacity: self.rate_table_capacity,
         }
     }
 }
@@ -161,14 +162,13 @@ impl Worker {
         mut listener: TcpListener,
         stats: Arc<WorkerStats>,
         control: Arc<AtomicU8>,
+        buckets: Arc<ratelimit::Shared>,
     ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
         poll.registry()
             .register(&mut listener, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let clock = Clock {
-            base: Instant::now(),
-        };
+        let clock = Clock { base: cfg.epoch };
         let now = clock.now();
         let wheel = Wheel::new(cfg.wheel_slots, cfg.tick_ms, now.mono_ms);
         let worker = Worker {
@@ -186,7 +186,7 @@ impl Worker {
             control,
             drain: None,
             port: None,
-            sh: Shared::new(cfg.conn(), stats, None, now),
+            sh: Shared::new(cfg.conn(), stats, buckets, None, now),
             outbox: down::Outbox::default(),
             spare: File::open("/dev/null").ok(),
             emfile_since: None,
@@ -198,8 +198,9 @@ impl Worker {
     pub fn set_port(&mut self, port: WorkerPort) {
         self.port = Some(port.clone());
         let stats = self.sh.stats.clone();
+        let buckets = self.sh.buckets.clone();
         let cfg = self.sh.cfg.clone();
-        self.sh = Shared::new(cfg, stats, Some(port), self.now);
+        self.sh = Shared::new(cfg, stats, buckets, Some(port), self.now);
     }
 
     /// Runs until stopped, or until a drain has closed every connection.

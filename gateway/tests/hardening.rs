@@ -172,6 +172,51 @@ fn a_reconnect_does_not_refill_the_send_bucket() {
     assert_eq!(send_status(&mut other, 2, 1), Status::Unavailable as i32);
 }
 
+/// The worker a session landed on: the gateway puts its index in bits
+/// 32..48 of the LOGIN_ACK's session id.
+fn worker_of(ack: &pb::LoginAck) -> u64 {
+    (ack.session_id >> 32) & 0xffff
+}
+
+#[test]
+fn a_reconnect_onto_another_worker_does_not_refill_the_send_bucket() {
+    // Two workers; the kernel picks one per connection (SO_REUSEPORT). A
+    // burst of 20 at one token per second: a fresh bucket lets 20 through.
+    let gw = Gateway::start(&["--threads", "2", "--send-rate", "1", "--send-burst", "20"]);
+    let start = Instant::now();
+    let mut spammer = Client::connect(gw.addr);
+    let first = worker_of(&spammer.login(9, 1, NetworkType::Wifi));
+    let mut id = 0u64;
+    let mut spend = |c: &mut Client, n: u32| {
+        (0..n)
+            .filter(|&seq| {
+                id += 1;
+                send_status(c, seq + 2, id) == Status::Unavailable as i32
+            })
+            .count()
+    };
+    assert_eq!(spend(&mut spammer, 20), 20, "the first login starts full");
+    // Reconnect until the kernel puts the device on the other worker.
+    let mut again = None;
+    for _ in 0..64 {
+        spammer.stream.shutdown(std::net::Shutdown::Write).unwrap();
+        spammer.expect_closed();
+        spammer = Client::connect(gw.addr);
+        if worker_of(&spammer.login(9, 1, NetworkType::Wifi)) != first {
+            again = Some(spammer);
+            break;
+        }
+    }
+    let mut again = again.expect("64 reconnects all landed on one worker");
+    let through = spend(&mut again, 10);
+    // At one token per second, what refilled meanwhile, and no burst.
+    let refilled = start.elapsed().as_secs() as usize + 1;
+    assert!(
+        through <= refilled,
+        "{through} SENDs let through after a reconnect onto another worker ({refilled} refilled)"
+    );
+}
+
 /// `msg` encoded, followed by an unknown field padding it to `pad` bytes.
 fn padded(msg: &impl prost::Message, pad: usize) -> Vec<u8> {
     let mut body = msg.encode_to_vec();
@@ -195,8 +240,8 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         "--metrics",
         "127.0.0.1:0",
     ]);
-    let mut logic = FakeLogic::accept(listener);
-    logic.handshake();
+    let mut logic = FakeLogic::accept(&listener);
+    logic.hello();
     let mut alice = Client::connect(gw.addr);
     alice.login(7, 1, NetworkType::Wifi);
 
@@ -204,8 +249,9 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
     alice.send(Kind::Sync, 5, &pb::SyncReq::default());
     // The gateway forwards under its own link seq and puts the client's
     // back on the answer.
-    let (me, kind, seq, _) = logic.next_client();
-    assert_eq!(kind, Kind::Sync);
+    let sync = logic.next_client();
+    assert_eq!(sync.kind, Kind::Sync);
+    let me = sync.session;
     let heads = (1..400)
         .map(|c| pb::ChannelHead {
             channel: c,
@@ -214,7 +260,7 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         .collect();
     let big = prost::Message::encode_to_vec(&pb::SyncAck { heads });
     assert!(big.len() > 1024);
-    logic.deliver_raw(me, Kind::SyncAck, seq, &big);
+    logic.deliver_raw(me, Kind::SyncAck, sync.seq, &big);
     assert_eq!(alice.expect_error(5), ErrorCode::Unavailable);
 
     // A SEND_ACK too large: SEND_ACK(UNAVAILABLE) with her ids.
@@ -224,15 +270,15 @@ fn frames_over_the_max_body_never_reach_the_client_and_replies_become_unavailabl
         body: Bytes::from_static(b"hi"),
     };
     alice.send(Kind::Send, 6, &req);
-    let (_, kind, seq, client_msg_id) = logic.next_client();
-    assert_eq!((kind, client_msg_id), (Kind::Send, 77));
+    let send = logic.next_client();
+    assert_eq!((send.kind, send.client_msg_id()), (Kind::Send, 77));
     let ok = pb::SendAck {
         status: Status::Ok as i32,
         channel: INBOX | 8,
         msg_id: 1,
         client_msg_id: 77,
     };
-    logic.deliver_raw(me, Kind::SendAck, seq, &padded(&ok, 2_000));
+    logic.deliver_raw(me, Kind::SendAck, send.seq, &padded(&ok, 2_000));
     let ack: pb::SendAck = alice.expect(Kind::SendAck, 6);
     assert_eq!(
         (ack.status, ack.channel, ack.msg_id, ack.client_msg_id),

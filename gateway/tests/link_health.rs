@@ -8,18 +8,17 @@
 
 mod support;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::io::Read;
+use std::net::TcpListener;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use nix::sys::signal::Signal;
-use proto::link::{self, LinkMsg, SessionRef};
+use proto::Kind;
+use proto::link::SessionRef;
 use proto::pb::{self, NetworkType, Status};
-use proto::{Kind, codec};
+use support::fake_logic::FakeLogic;
 use support::{Client, Gateway, Logic};
 
 /// The gateway's defaults (README): a request is answered within 5 s; the
@@ -30,99 +29,6 @@ const LINK_DEAD_AFTER: Duration = Duration::from_millis(3 * 1_000);
 /// and a loaded CI box.
 const SLACK: Duration = Duration::from_millis(1_500);
 const INBOX: u64 = 1 << 63;
-
-/// A fake logic server on one accepted link: a thread reads it, answers
-/// `Ping`s while `pongs` is set, and hands every other frame to `rx`.
-struct FakeLink {
-    rx: mpsc::Receiver<LinkMsg>,
-    stream: TcpStream,
-    pongs: Arc<AtomicBool>,
-}
-
-impl FakeLink {
-    /// Waits (bounded) for the gateway to connect to `listener`.
-    fn accept(listener: &TcpListener) -> FakeLink {
-        listener.set_nonblocking(false).unwrap();
-        let (tx, rx) = mpsc::channel();
-        let l = listener.try_clone().unwrap();
-        std::thread::spawn(move || {
-            let _ = tx.send(l.accept().map(|(s, _)| s));
-        });
-        let stream = rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("the gateway never connected")
-            .unwrap();
-        let pongs = Arc::new(AtomicBool::new(true));
-        let (tx, rx) = mpsc::channel();
-        let mut reader = stream.try_clone().unwrap();
-        let mut writer = stream.try_clone().unwrap();
-        let answer = pongs.clone();
-        std::thread::spawn(move || {
-            let mut buf = BytesMut::new();
-            let mut chunk = [0u8; 4096];
-            loop {
-                while let Ok(Some(m)) = link::decode(&mut buf, 1 << 20) {
-                    if let LinkMsg::Ping { nonce } = m {
-                        if answer.load(Ordering::Acquire) {
-                            let mut out = BytesMut::new();
-                            link::encode_pong(&mut out, nonce);
-                            let _ = writer.write_all(&out);
-                        }
-                    } else if tx.send(m).is_err() {
-                        return;
-                    }
-                }
-                match reader.read(&mut chunk) {
-                    Ok(n) if n > 0 => buf.extend_from_slice(&chunk[..n]),
-                    _ => return,
-                }
-            }
-        });
-        FakeLink { rx, stream, pongs }
-    }
-
-    fn next(&self) -> LinkMsg {
-        self.rx
-            .recv_timeout(Duration::from_secs(10))
-            .expect("a link frame")
-    }
-
-    /// The next announcement (`Open` or `Reopen`) of `uin`'s session.
-    fn announced(&self, uin: u64) -> SessionRef {
-        loop {
-            match self.next() {
-                LinkMsg::Open {
-                    session, uin: u, ..
-                }
-                | LinkMsg::Reopen {
-                    session, uin: u, ..
-                } if u == uin => {
-                    return session;
-                }
-                _ => {}
-            }
-        }
-    }
-
-    /// The next client frame forwarded: (session, kind, seq, frame).
-    fn next_client(&self) -> (SessionRef, Kind, u32, Bytes) {
-        loop {
-            if let LinkMsg::Client { session, frame, .. } = self.next() {
-                let h = codec::peek_header(&frame, usize::MAX).unwrap().unwrap();
-                return (session, h.kind, h.seq, frame);
-            }
-        }
-    }
-
-    /// Answers `seq` on the link (a whole client frame, one target).
-    fn deliver(&mut self, to: SessionRef, kind: Kind, seq: u32, msg: &impl prost::Message) {
-        let mut frame = BytesMut::new();
-        proto::encode(&mut frame, kind, seq, msg);
-        let mut out = BytesMut::new();
-        link::encode_deliver(&mut out, &[to], &frame);
-        self.stream.write_all(&out).unwrap();
-    }
-}
 
 fn listener() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -140,7 +46,7 @@ fn send_req(client_msg_id: u64) -> pb::SendReq {
 
 /// Logs `uin` in on a gateway linked to `logic` and returns the session
 /// the fake saw announced.
-fn linked_client(gw: &Gateway, logic: &FakeLink, uin: u64) -> (Client, SessionRef) {
+fn linked_client(gw: &Gateway, logic: &FakeLogic, uin: u64) -> (Client, SessionRef) {
     let mut c = Client::connect(gw.addr);
     c.login(uin, 1, NetworkType::Wifi);
     let session = logic.announced(uin);
@@ -158,8 +64,8 @@ fn a_request_the_logic_server_never_answers_gets_unavailable_at_the_deadline() {
     let (l, addr) = listener();
     let gw = Gateway::start(&["--threads", "1", "--logic", &addr]);
     // This fake answers every Ping (the link stays up) and no request.
-    let logic = FakeLink::accept(&l);
-    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    let logic = FakeLogic::accept(&l);
+    logic.hello();
     let (mut alice, session) = linked_client(&gw, &logic, 7);
 
     let start = Instant::now();
@@ -167,7 +73,7 @@ fn a_request_the_logic_server_never_answers_gets_unavailable_at_the_deadline() {
     alice.send(Kind::Join, 4, &pb::Join { channel: 9 });
     alice.send(Kind::Sync, 5, &pb::SyncReq::default());
     let got: Vec<_> = (0..3).map(|_| logic.next_client()).collect();
-    assert!(got.iter().all(|g| g.0 == session));
+    assert!(got.iter().all(|g| g.session == session));
     let ack: pb::SendAck = alice.expect(Kind::SendAck, 3);
     assert_eq!(ack.status, Status::Unavailable as i32);
     assert_eq!(ack.client_msg_id, 1);
@@ -182,16 +88,15 @@ fn a_request_the_logic_server_never_answers_gets_unavailable_at_the_deadline() {
     // The session is still there, and so is the link.
     heartbeat(&mut alice, 6);
     alice.send(Kind::Send, 7, &send_req(2));
-    let (_, kind, _, _) = logic.next_client();
-    assert_eq!(kind, Kind::Send);
+    assert_eq!(logic.next_client().kind, Kind::Send);
 }
 
 #[test]
 fn a_link_that_goes_silent_is_declared_down_after_missed_pongs() {
     let (l, addr) = listener();
     let gw = Gateway::start(&["--threads", "1", "--logic", &addr]);
-    let logic = FakeLink::accept(&l);
-    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    let logic = FakeLogic::accept(&l);
+    logic.hello();
     let (mut alice, _) = linked_client(&gw, &logic, 7);
     // From here the fake reads but never answers anything, Pings included.
     logic.pongs.store(false, Ordering::Release);
@@ -204,8 +109,8 @@ fn a_link_that_goes_silent_is_declared_down_after_missed_pongs() {
     assert!(took < LINK_DEAD_AFTER + SLACK, "answered after {took:?}");
     heartbeat(&mut alice, 4);
     // The uplink reconnects, and re-announces alice on the new link.
-    let again = FakeLink::accept(&l);
-    assert!(matches!(again.next(), LinkMsg::Hello { .. }));
+    let again = FakeLogic::accept(&l);
+    again.hello();
     again.announced(7);
     heartbeat(&mut alice, 5);
 }
@@ -214,8 +119,8 @@ fn a_link_that_goes_silent_is_declared_down_after_missed_pongs() {
 fn two_requests_with_the_same_seq_are_both_answered_when_the_link_dies() {
     let (l, addr) = listener();
     let gw = Gateway::start(&["--threads", "1", "--logic", &addr]);
-    let logic = FakeLink::accept(&l);
-    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    let logic = FakeLogic::accept(&l);
+    logic.hello();
     let (mut alice, _) = linked_client(&gw, &logic, 7);
     // PROTOCOL.md lets a client pick its seqs; two in flight may share one.
     alice.send(Kind::Send, 3, &send_req(1));
@@ -237,13 +142,13 @@ fn two_requests_with_the_same_seq_are_both_answered_when_the_link_dies() {
 fn answers_to_requests_sharing_a_seq_reach_the_client_with_that_seq() {
     let (l, addr) = listener();
     let gw = Gateway::start(&["--threads", "1", "--logic", &addr]);
-    let mut logic = FakeLink::accept(&l);
-    assert!(matches!(logic.next(), LinkMsg::Hello { .. }));
+    let mut logic = FakeLogic::accept(&l);
+    logic.hello();
     let (mut alice, session) = linked_client(&gw, &logic, 7);
     alice.send(Kind::Send, 3, &send_req(1));
     alice.send(Kind::Send, 3, &send_req(2));
-    let (_, _, seq1, _) = logic.next_client();
-    let (_, _, seq2, _) = logic.next_client();
+    let seq1 = logic.next_client().seq;
+    let seq2 = logic.next_client().seq;
     // The logic server answers the second first, echoing what it was sent.
     for (seq, id) in [(seq2, 2), (seq1, 1)] {
         let ack = pb::SendAck {

@@ -8,7 +8,6 @@ use std::net::TcpListener;
 
 use bytes::Bytes;
 use proto::Kind;
-use proto::link::LinkMsg;
 use proto::pb::{self, NetworkType, Status};
 use support::fake_logic::FakeLogic;
 use support::{Client, Gateway};
@@ -18,19 +17,13 @@ fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_n
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap().to_string();
     let gw = Gateway::start(&["--threads", "1", "--logic", &addr]);
-    let mut logic = FakeLogic::accept(listener);
-    logic.handshake();
+    let mut logic = FakeLogic::accept(&listener);
+    logic.hello();
 
     let mut alice = Client::connect(gw.addr);
     alice.login(7, 1, NetworkType::Wifi);
     // Announced (now, or on LinkUp): from here the worker forwards.
-    let session = match logic.next() {
-        LinkMsg::Open { session, uin, .. } | LinkMsg::Reopen { session, uin, .. } => {
-            assert_eq!(uin, 7);
-            session
-        }
-        other => panic!("unexpected {other:?}"),
-    };
+    let session = logic.announced(7);
 
     let send = pb::SendReq {
         channel: 1 << 63 | 8,
@@ -39,17 +32,18 @@ fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_n
     };
     alice.send(Kind::Send, 3, &send);
     alice.send(Kind::Join, 4, &pb::Join { channel: 9 });
-    let (s, kind, _, id) = logic.next_client();
-    assert_eq!((s, kind, id), (session, Kind::Send, 1));
-    let (s, kind, join_seq, _) = logic.next_client();
-    assert_eq!((s, kind), (session, Kind::Join));
+    let send_fwd = logic.next_client();
+    assert_eq!((send_fwd.session, send_fwd.kind), (session, Kind::Send));
+    assert_eq!(send_fwd.client_msg_id(), 1);
+    let join = logic.next_client();
+    assert_eq!((join.session, join.kind), (session, Kind::Join));
     // The JOIN is answered; the SEND never is: the logic server dies.
     let ok = pb::JoinAck {
         status: Status::Ok as i32,
         channel: 9,
         newest_msg_id: 0,
     };
-    logic.deliver(session, Kind::JoinAck, join_seq, &ok);
+    logic.deliver(session, Kind::JoinAck, join.seq, &ok);
     let ack: pb::JoinAck = alice.expect(Kind::JoinAck, 4);
     assert_eq!(ack.status, Status::Ok as i32);
     drop(logic);
@@ -82,14 +76,12 @@ fn a_link_that_is_not_read_answers_what_does_not_fit_and_keeps_reading() {
         "--ping-interval-ms",
         "60000",
     ]);
-    let mut logic = FakeLogic::accept(listener);
-    logic.handshake();
+    let logic = FakeLogic::accept(&listener);
+    logic.hello();
     let mut alice = Client::connect(gw.addr);
     alice.login(7, 1, NetworkType::Wifi);
-    assert!(matches!(
-        logic.next(),
-        LinkMsg::Open { .. } | LinkMsg::Reopen { .. }
-    ));
+    logic.announced(7);
+    logic.pause_reading();
 
     // The logic server stops reading. Alice writes 200 SENDs of 60 KiB
     // (12 MB, more than the link's buffers, the uplink's 4 MiB and the
@@ -133,10 +125,14 @@ fn a_link_that_is_not_read_answers_what_does_not_fit_and_keeps_reading() {
 
     // The logic server reads again: every other SEND arrives, once, in
     // order. Each SEND was either forwarded or answered, never both.
+    logic.resume_reading();
     let forwarded: Vec<u32> = (1..=n).filter(|s| !refused.contains(s)).collect();
     assert!(forwarded.len() > 4, "only {} forwarded", forwarded.len());
     for &want in &forwarded {
-        let (_, kind, _, got) = logic.next_client();
-        assert_eq!((kind, got), (Kind::Send, u64::from(want)));
+        let got = logic.next_client();
+        assert_eq!(
+            (got.kind, got.client_msg_id()),
+            (Kind::Send, u64::from(want))
+        );
     }
 }

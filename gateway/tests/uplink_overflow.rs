@@ -1,7 +1,9 @@
 //! The uplink in-process, against a fake logic server: one worker that
 //! stops draining its down-queue must not stop the others getting theirs.
 
-use std::io::{Read, Write};
+mod support;
+
+use std::io::Write;
 use std::net::TcpListener;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -10,8 +12,9 @@ use bytes::BytesMut;
 use gateway::conn_id::ConnId;
 use gateway::uplink::{Down, Identity, Uplink, UplinkConfig};
 use mio::{Poll, Token, Waker};
-use proto::link::{self, LinkMsg};
+use proto::link;
 use proto::{Kind, pb};
+use support::fake_logic::FakeLogic;
 
 #[test]
 fn a_worker_that_does_not_drain_its_queue_does_not_hold_up_the_others() {
@@ -35,24 +38,9 @@ fn a_worker_that_does_not_drain_its_queue_does_not_hold_up_the_others() {
     .unwrap();
     std::thread::spawn(move || up.run());
 
-    let (mut s, _) = l.accept().unwrap();
     // The fake reads the link for ever and answers every Ping.
-    let mut reader = s.try_clone().unwrap();
-    let mut ponger = s.try_clone().unwrap();
-    std::thread::spawn(move || {
-        let mut buf = BytesMut::new();
-        let mut chunk = [0u8; 4096];
-        while let Ok(n @ 1..) = reader.read(&mut chunk) {
-            buf.extend_from_slice(&chunk[..n]);
-            while let Ok(Some(m)) = link::decode(&mut buf, 1 << 20) {
-                if let LinkMsg::Ping { nonce } = m {
-                    let mut out = BytesMut::new();
-                    link::encode_pong(&mut out, nonce);
-                    let _ = ponger.write_all(&out);
-                }
-            }
-        }
-    });
+    let mut logic = FakeLogic::accept(&l);
+    logic.hello();
 
     // Worker 0 never drains; 64 PUSHes for it (its queue holds 4), then one
     // for worker 1, all in one write.
@@ -75,7 +63,7 @@ fn a_worker_that_does_not_drain_its_queue_does_not_hold_up_the_others() {
         link::encode_deliver(&mut out, &[ConnId::new(0, 1).pack(1)], &push(n));
     }
     link::encode_deliver(&mut out, &[ConnId::new(1, 1).pack(1)], &push(99));
-    s.write_all(&out).unwrap();
+    logic.stream.write_all(&out).unwrap();
 
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {

@@ -40,8 +40,6 @@ pub struct ConnConfig {
     pub max_connections: usize,
     /// The drain window (rule 12).
     pub drain_ms: u64,
-    /// Entries of the rate-limit table (see `ratelimit::Table`).
-    pub rate_table_capacity: usize,
 }
 
 /// Where a worker's [`Up`] items go: the uplink's bounded queue, or, in
@@ -81,8 +79,9 @@ pub(super) struct Staged {
 #[derive(Debug)]
 pub struct Shared<U> {
     pub cfg: ConnConfig,
-    /// Rate-limit buckets kept outside the sessions.
-    pub buckets: ratelimit::Table,
+    /// Rate-limit buckets kept outside the sessions, shared by every
+    /// worker of the process (`ratelimit::Shared`).
+    pub buckets: Arc<ratelimit::Shared>,
     pub stats: Arc<WorkerStats>,
     pub(super) up: U,
     /// The logic server is reachable (as the uplink last said).
@@ -100,11 +99,16 @@ pub struct Shared<U> {
 }
 
 impl<U: UpSink> Shared<U> {
-    pub fn new(cfg: ConnConfig, stats: Arc<WorkerStats>, up: U, now: Now) -> Shared<U> {
-        let capacity = cfg.rate_table_capacity;
+    pub fn new(
+        cfg: ConnConfig,
+        stats: Arc<WorkerStats>,
+        buckets: Arc<ratelimit::Shared>,
+        up: U,
+        now: Now,
+    ) -> Shared<U> {
         Shared {
             cfg,
-            buckets: ratelimit::Table::new(capacity),
+            buckets,
             stats,
             up,
             link_up: false,
@@ -143,8 +147,12 @@ impl<U: UpSink> Shared<U> {
         }
         if now.mono_ms >= self.next_sweep_ms {
             self.next_sweep_ms = now.mono_ms + RATE_SWEEP_MS;
-            self.buckets
-                .sweep(&self.cfg.session.rate, now.mono_ms as u32);
+            self.buckets.sweep(
+                &self.cfg.session.rate,
+                now.mono_ms as u32,
+                self.cfg.worker,
+                self.cfg.workers,
+            );
         }
     }
 

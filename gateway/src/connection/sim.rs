@@ -88,16 +88,24 @@ impl std::fmt::Debug for SlotLinks<'_> {
 }
 
 impl Sim {
-    /// A worker (index 0 of 1) at `now` with these settings and a wheel of
-    /// `tick_ms` ticks; the uplink's queue has `up_room` places.
+    /// A worker at `now` with these settings, a rate-limit table of its own
+    /// and a wheel of `tick_ms` ticks; the uplink's queue has `up_room`
+    /// places.
     pub fn new(cfg: ConnConfig, now: Now, tick_ms: u64, up_room: usize) -> Sim {
+        let buckets = std::sync::Arc::new(crate::ratelimit::Shared::new(1024));
         let up = ModelUp {
             items: Vec::new(),
             room: up_room,
         };
         Sim {
             now,
-            sh: Shared::new(cfg, std::sync::Arc::new(WorkerStats::default()), up, now),
+            sh: Shared::new(
+                cfg,
+                std::sync::Arc::new(WorkerStats::default()),
+                buckets,
+                up,
+                now,
+            ),
             slots: Slab::new(),
             wheel: Wheel::new(64, tick_ms, now.mono_ms),
             drain: None,
@@ -203,7 +211,7 @@ impl Sim {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
             match next {
-                Some(at) if at + 1 <= mono_ms => {
+                Some(at) if at < mono_ms => {
                     self.set_time(at + 1);
                     self.turn();
                 }

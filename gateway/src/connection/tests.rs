@@ -33,7 +33,6 @@ fn cfg() -> ConnConfig {
         write_budget: 1_000,
         max_connections: 4,
         drain_ms: 1_000,
-        rate_table_capacity: 64,
     }
 }
 

@@ -1,5 +1,6 @@
-//! One worker's table of rate-limit buckets kept outside the sessions,
-//! keyed by (uin, device).
+//! A table of rate-limit buckets kept outside the sessions, keyed by
+//! (uin, device): one shard of the gateway's [`Shared`](super::Shared)
+//! table.
 //!
 //! A [`Session`](crate::session::Session) holds only its SEND bucket (one
 //! `u32`, read on every SEND); an idle connection stays 64 bytes. This
@@ -7,8 +8,8 @@
 //!
 //! - the JOIN, LEAVE and SYNC buckets of live sessions, and
 //! - every bucket of a session that ended, so the next login of that
-//!   (uin, device) on this worker starts from them instead of a full
-//!   burst: a spammer gains nothing by reconnecting.
+//!   (uin, device) starts from them instead of a full burst: a spammer
+//!   gains nothing by reconnecting.
 //!
 //! An entry exists only while one of its buckets is not full: a full
 //! bucket is what a missing entry means anyway. So an entry lives at most
@@ -18,11 +19,6 @@
 //! by `capacity` entries (about 40 bytes each); when full, an arbitrary
 //! entry is dropped, which only gives that (uin, device) a full bucket
 //! early.
-//!
-//! The table is per worker: a reconnect lands on a worker chosen by the
-//! kernel (SO_REUSEPORT), so a client that reconnects onto another worker
-//! finds that worker's buckets. Across W workers a (uin, device) therefore
-//! gets at most W bursts, never one per reconnect.
 
 use std::collections::HashMap;
 
@@ -46,7 +42,7 @@ impl Entry {
     }
 }
 
-/// The per-worker bucket table (see the module doc).
+/// One shard's bucket table (see the module doc).
 #[derive(Debug)]
 pub struct Table {
     map: HashMap<(u64, u32), Entry>,
@@ -92,7 +88,7 @@ impl Table {
     }
 
     /// The SEND bucket a new login of (uin, device) at `now` starts from:
-    /// the one its last session on this worker left, or a full one.
+    /// the one its last session left, or a full one.
     pub fn login(&mut self, uin: u64, device: u32, now: u32) -> u32 {
         match self.map.get_mut(&(uin, device)) {
             // The live session holds its SEND bucket from now on.
