@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use crate::session::{CloseReason, LoginFailure};
+use crate::session::{CLOSE_REASONS, CloseReason, LoginFailure};
 
 /// A counter written by one thread and read by others.
 #[derive(Debug, Default)]
@@ -36,36 +36,6 @@ impl Counter {
     }
     pub fn get(&self) -> u64 {
         self.0.load(Relaxed)
-    }
-}
-
-/// Close reasons in label order.
-pub const CLOSE_REASONS: [CloseReason; 10] = [
-    CloseReason::ClientEof,
-    CloseReason::IdleTimeout,
-    CloseReason::LoginTimeout,
-    CloseReason::Unauthenticated(LoginFailure::BadToken),
-    CloseReason::BadFrame,
-    CloseReason::TooLarge,
-    CloseReason::Io,
-    CloseReason::Kicked,
-    CloseReason::SlowConsumer,
-    CloseReason::Drain,
-];
-
-/// The index of `r` in [`CLOSE_REASONS`] (every login failure shares one).
-fn close_index(r: CloseReason) -> usize {
-    match r {
-        CloseReason::ClientEof => 0,
-        CloseReason::IdleTimeout => 1,
-        CloseReason::LoginTimeout => 2,
-        CloseReason::Unauthenticated(_) => 3,
-        CloseReason::BadFrame => 4,
-        CloseReason::TooLarge => 5,
-        CloseReason::Io => 6,
-        CloseReason::Kicked => 7,
-        CloseReason::SlowConsumer => 8,
-        CloseReason::Drain => 9,
     }
 }
 
@@ -103,7 +73,7 @@ impl WorkerStats {
     }
 
     pub fn closed(&self, r: CloseReason) {
-        self.closes[close_index(r)].inc();
+        self.closes[r.index()].inc();
     }
 }
 
@@ -287,13 +257,9 @@ pub fn render(all: &[Arc<WorkerStats>], uplink_connected: bool) -> String {
         out,
         "# HELP millgate_closes_total Connections closed by reason.\n# TYPE millgate_closes_total counter"
     );
-    for (i, r) in CLOSE_REASONS.iter().enumerate() {
+    for (i, (_, label)) in CLOSE_REASONS.iter().enumerate() {
         let v = sum(all, |s| s.closes[i].get());
-        let _ = writeln!(
-            out,
-            "millgate_closes_total{{reason=\"{}\"}} {v}",
-            r.as_str()
-        );
+        let _ = writeln!(out, "millgate_closes_total{{reason=\"{label}\"}} {v}");
     }
     out
 }
@@ -355,8 +321,12 @@ mod tests {
         b.sessions_open.dec();
         a.login_failed(LoginFailure::Expired);
         b.closed(CloseReason::IdleTimeout);
-        for (i, r) in CLOSE_REASONS.iter().enumerate() {
-            assert_eq!(close_index(*r), i, "{r:?}");
+        for (i, (r, label)) in CLOSE_REASONS.iter().enumerate() {
+            assert_eq!(r.index(), i, "{r:?}");
+            assert_eq!(r.as_str(), *label);
+        }
+        for f in LoginFailure::ALL {
+            assert_eq!(CloseReason::Unauthenticated(f).as_str(), "unauthenticated");
         }
         let text = render(&[a, b], false);
         assert!(text.contains("\nmillgate_sessions_open 2\n"), "{text}");

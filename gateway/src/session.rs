@@ -82,21 +82,45 @@ pub enum CloseReason {
     Drain,
 }
 
+/// Every close reason with its metrics label, in label order: the one
+/// table of them (`metrics` counts by position in it; every login failure
+/// shares the `unauthenticated` row, whose detail is its own label).
+pub const CLOSE_REASONS: [(CloseReason, &str); 10] = [
+    (CloseReason::ClientEof, "client_eof"),
+    (CloseReason::IdleTimeout, "idle_timeout"),
+    (CloseReason::LoginTimeout, "login_timeout"),
+    (
+        CloseReason::Unauthenticated(LoginFailure::BadToken),
+        "unauthenticated",
+    ),
+    (CloseReason::BadFrame, "bad_frame"),
+    (CloseReason::TooLarge, "too_large"),
+    (CloseReason::Io, "io_error"),
+    (CloseReason::Kicked, "kicked"),
+    (CloseReason::SlowConsumer, "slow_consumer"),
+    (CloseReason::Drain, "drain"),
+];
+
 impl CloseReason {
+    /// This reason's row in [`CLOSE_REASONS`].
+    pub fn index(self) -> usize {
+        match self {
+            CloseReason::ClientEof => 0,
+            CloseReason::IdleTimeout => 1,
+            CloseReason::LoginTimeout => 2,
+            CloseReason::Unauthenticated(_) => 3,
+            CloseReason::BadFrame => 4,
+            CloseReason::TooLarge => 5,
+            CloseReason::Io => 6,
+            CloseReason::Kicked => 7,
+            CloseReason::SlowConsumer => 8,
+            CloseReason::Drain => 9,
+        }
+    }
+
     /// Label for metrics.
     pub fn as_str(self) -> &'static str {
-        match self {
-            CloseReason::ClientEof => "client_eof",
-            CloseReason::IdleTimeout => "idle_timeout",
-            CloseReason::LoginTimeout => "login_timeout",
-            CloseReason::Unauthenticated(_) => "unauthenticated",
-            CloseReason::BadFrame => "bad_frame",
-            CloseReason::TooLarge => "too_large",
-            CloseReason::Io => "io_error",
-            CloseReason::Kicked => "kicked",
-            CloseReason::SlowConsumer => "slow_consumer",
-            CloseReason::Drain => "drain",
-        }
+        CLOSE_REASONS[self.index()].1
     }
 }
 

@@ -179,7 +179,8 @@ fn a_slow_consumer_is_kicked_right_behind_the_frame_in_progress() {
         s.deliver(&[target], &push(100));
     }
     assert!(s.slots[key].conn.state() == State::Closing);
-    assert_eq!(s.sh.stats.closes[8].get(), 1, "slow_consumer");
+    let slow = CloseReason::SlowConsumer.index();
+    assert_eq!(s.sh.stats.closes[slow].get(), 1);
     assert!(s.slots[key].writable);
     assert!(!s.slots[key].shut, "not before the KICK is written");
     s.set_room(key, usize::MAX);
