@@ -230,10 +230,141 @@ fn write(dir: &Path, seeds: &[(&str, Vec<u8>)]) -> std::io::Result<()> {
     Ok(())
 }
 
+/// Event sequences for the `connection` target (layout: its module doc and
+/// `fuzz_checks::connection::op`).
+fn connection_seeds() -> Vec<(&'static str, Vec<u8>)> {
+    use fuzz_checks::connection::op::*;
+    let accept = |room: u16| {
+        let [a, b] = room.to_be_bytes();
+        vec![ACCEPT, a, b]
+    };
+    // FRAME: slot, which, seq, channel, then the kind's own bytes.
+    let login = |slot: u8, uin: u8| vec![FRAME, slot, 0, 1, 0, uin, 0];
+    let bad_login = |slot: u8| vec![FRAME, slot, 1, 1, 0, 1, 0];
+    let heartbeat = |slot: u8, seq: u8| vec![FRAME, slot, 2, seq, 0];
+    let send = |slot: u8, seq: u8, len: u8| vec![FRAME, slot, 3, seq, 1, len];
+    let join = |slot: u8, seq: u8| vec![FRAME, slot, 4, seq, 2];
+    let time = |ms: u32| {
+        let [a, b] = ((ms / 2).min(u32::from(u16::MAX)) as u16).to_be_bytes();
+        vec![TIME, a, b]
+    };
+    let deliver = |mask: u8, len: u16, seq: u8| {
+        let [a, b] = len.to_be_bytes();
+        vec![DELIVER, mask, a, b, seq]
+    };
+    let room = |slot: u8, n: u16| {
+        let [a, b] = n.to_be_bytes();
+        vec![ROOM, slot, a, b]
+    };
+    let link = |up: bool| vec![LINK, u8::from(up)];
+    let cat = |parts: &[Vec<u8>]| parts.concat();
+    vec![
+        (
+            "login-heartbeats-then-idle",
+            cat(&[
+                accept(u16::MAX),
+                login(0, 1),
+                time(900),
+                heartbeat(0, 2),
+                time(1_100),
+                heartbeat(0, 3),
+                time(20_000),
+            ]),
+        ),
+        (
+            "slow-consumer",
+            cat(&[
+                link(true),
+                accept(u16::MAX),
+                login(0, 1),
+                room(0, 10),
+                deliver(0x01, 150, 0),
+                deliver(0x01, 150, 0),
+                deliver(0x01, 150, 0),
+                deliver(0x01, 150, 0),
+                deliver(0x01, 150, 0),
+                room(0, u16::MAX),
+                time(2_000),
+            ]),
+        ),
+        (
+            "full-uplink-then-link-down",
+            cat(&[
+                vec![UP_ROOM, 0],
+                link(true),
+                accept(u16::MAX),
+                login(0, 1),
+                send(0, 2, 8),
+                join(0, 3),
+                vec![UP_ROOM, 3, UP_TAKE],
+                send(0, 4, 8),
+                vec![UP_TAKE],
+                link(false),
+                link(true),
+                vec![UP_TAKE, EOF, 0, 0, UP_TAKE],
+            ]),
+        ),
+        (
+            "drain-two-live-one-idle",
+            cat(&[
+                accept(u16::MAX),
+                login(0, 1),
+                accept(u16::MAX),
+                login(1, 2),
+                accept(u16::MAX),
+                vec![DRAIN],
+                time(1_000),
+                time(6_000),
+            ]),
+        ),
+        (
+            "errors-and-linger",
+            cat(&[
+                accept(u16::MAX),
+                bad_login(0),
+                accept(u16::MAX),
+                heartbeat(1, 1),
+                accept(u16::MAX),
+                vec![RAW, 2, 12, 0, 0, 0, 0, 9, 1, 0, 0, 0, 0, 0, 7],
+                time(500),
+                login(2, 3),
+                time(2_000),
+            ]),
+        ),
+        (
+            "stale-epoch-and-oversize",
+            cat(&[
+                accept(u16::MAX),
+                login(0, 1),
+                vec![EOF, 0, 0],
+                accept(u16::MAX),
+                login(0, 1),
+                deliver(0x11, 10, 0),
+                vec![KICK, 0x10, 5],
+                deliver(0x01, 250, 7),
+                deliver(0x01 | 0x40, 250, 7),
+                vec![TERMINATE, 0, 0, 10],
+                time(3_000),
+            ]),
+        ),
+        (
+            "login-timeout",
+            cat(&[
+                accept(100),
+                room(0, 3),
+                time(3_100),
+                room(0, 100),
+                time(2_000),
+            ]),
+        ),
+    ]
+}
+
 fn main() -> std::io::Result<()> {
     let seeds = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../seeds");
     write(&seeds.join("client_frame"), &client_seeds())?;
     write(&seeds.join("link_frame"), &link_seeds())?;
+    write(&seeds.join("connection"), &connection_seeds())?;
     // Every seed passes its own check before it is kept.
     for target in fuzz_checks::TARGETS {
         for entry in std::fs::read_dir(seeds.join(target.name))? {

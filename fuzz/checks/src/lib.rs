@@ -13,6 +13,7 @@
 //! |--------|--------|--------|
 //! | `client_frame` | `proto::decode` (the client frame codec) | [`client_frame`] |
 //! | `link_frame` | `proto::link::decode` (the gateway <-> logic link) | [`link_frame`] |
+//! | `connection` | `gateway::connection` (the connection policy, on a virtual clock) | [`connection`] |
 //!
 //! Adding a target `NAME`: a module here with `pub fn check(data: &[u8])`,
 //! a row in [`TARGETS`], `fuzz/fuzz_targets/NAME.rs` calling it, a `[[bin]]`
@@ -21,6 +22,7 @@
 #![forbid(unsafe_code)]
 
 pub mod client_frame;
+pub mod connection;
 pub mod input;
 pub mod link_frame;
 pub mod stream;
@@ -42,5 +44,9 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "link_frame",
         check: link_frame::check,
+    },
+    Target {
+        name: "connection",
+        check: connection::check,
     },
 ];

@@ -13,7 +13,7 @@ use slab::Slab;
 use super::{ConnConfig, Connection, Delivery, Drain, Shared, UpSink};
 use crate::conn_id::ConnId;
 use crate::metrics::WorkerStats;
-use crate::session::{CloseReason, Now};
+use crate::session::{CloseReason, Now, State};
 use crate::uplink::Up;
 use crate::wheel::{Link, Links, Wheel};
 
@@ -64,6 +64,12 @@ pub struct Freed {
     pub id: ConnId,
     pub epoch: u32,
     pub at_ms: u64,
+    /// The state it was in when freed.
+    pub state: State,
+    /// Its heartbeat interval then (ms).
+    pub hb_ms: u32,
+    /// Freed by its timer firing (idle expiry, or the linger's end).
+    pub by_timer: bool,
     pub wire: BytesMut,
     pub shut: bool,
 }
@@ -79,6 +85,7 @@ pub struct Sim {
     /// Slots freed so far, in order.
     pub freed: Vec<Freed>,
     fired: Vec<u32>,
+    in_timer: bool,
 }
 
 impl std::fmt::Debug for SlotLinks<'_> {
@@ -111,6 +118,7 @@ impl Sim {
             drain: None,
             freed: Vec::new(),
             fired: Vec::new(),
+            in_timer: false,
         }
     }
 
@@ -211,7 +219,9 @@ impl Sim {
                 next = Some(next.map_or(at, |n| n.min(at)));
             }
             match next {
-                Some(at) if at < mono_ms => {
+                // (A deadline already passed is the drain's end: the
+                // worker would have stopped.)
+                Some(at) if at < mono_ms && at >= self.now.mono_ms => {
                     self.set_time(at + 1);
                     self.turn();
                 }
@@ -236,7 +246,9 @@ impl Sim {
             let id = self.id(key);
             if let Some(slot) = self.slots.get_mut(key) {
                 slot.conn.handle_timeout(self.now, &mut self.sh, id);
+                self.in_timer = true;
                 self.transmit(key);
+                self.in_timer = false;
             }
         }
         if let Some(mut drain) = self.drain.take() {
@@ -397,6 +409,9 @@ impl Sim {
                 id: self.id(key),
                 epoch: slot.conn.session().epoch(),
                 at_ms: self.now.mono_ms,
+                state: slot.conn.state(),
+                hb_ms: slot.conn.session().heartbeat_ms(),
+                by_timer: self.in_timer,
                 wire: slot.wire,
                 shut: slot.shut,
             });
