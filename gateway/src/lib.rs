@@ -17,6 +17,7 @@ pub mod heartbeat;
 pub mod inflight;
 pub mod liveness;
 pub mod metrics;
+pub mod nodes;
 pub mod ratelimit;
 pub mod readiness;
 pub mod server;
