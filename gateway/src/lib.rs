@@ -26,3 +26,4 @@ mod sys;
 pub mod uplink;
 pub mod wheel;
 pub mod worker;
+pub mod ws;
