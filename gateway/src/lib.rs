@@ -23,6 +23,7 @@ pub mod readiness;
 pub mod server;
 pub mod session;
 mod sys;
+pub mod tls;
 pub mod uplink;
 pub mod wheel;
 pub mod worker;

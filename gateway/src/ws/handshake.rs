@@ -242,7 +242,11 @@ mod tests {
         else {
             panic!("refused");
         };
-        assert!(!String::from_utf8(a.response).unwrap().contains("Sec-WebSocket-Protocol"));
+        assert!(
+            !String::from_utf8(a.response)
+                .unwrap()
+                .contains("Sec-WebSocket-Protocol")
+        );
     }
 
     #[test]
