@@ -20,8 +20,12 @@ use proto::link::LinkMsg;
 use proto::pb::{self, Status};
 use redis_support::{Redis, free_port};
 
+fn node_at(url: &str) -> Logic {
+    Logic::start(&["--redis", url, "--redis-timeout-ms", "300"])
+}
+
 fn node(r: &Redis) -> Logic {
-    Logic::start(&["--redis", &r.url(), "--redis-timeout-ms", "300"])
+    node_at(&r.url())
 }
 
 fn join_ok(g: &mut Gateway, s: Sess, room: u64, seq: u32) -> u64 {
@@ -78,7 +82,11 @@ fn common_unpack(got: &mut Vec<Got>, targets: &[proto::link::SessionRef], frame:
 #[test]
 fn concurrent_sends_through_two_nodes_number_contiguously_and_push_in_order() {
     let r = Redis::start();
-    let (a, b) = (node(&r), node(&r));
+    concurrent_sends(&r.url());
+}
+
+fn concurrent_sends(url: &str) {
+    let (a, b) = (node_at(url), node_at(url));
     let (mut ga, mut gb) = (a.gateway(1), b.gateway(2));
     let room = 77;
     let senders_a = [Sess::new(1, 1, 101, 1), Sess::new(2, 1, 102, 1)];
@@ -147,7 +155,11 @@ fn concurrent_sends_through_two_nodes_number_contiguously_and_push_in_order() {
 #[test]
 fn a_retry_through_the_other_node_is_a_duplicate_with_the_original_id() {
     let r = Redis::start();
-    let (mut a, b) = (node(&r), node(&r));
+    retry_through_other_node(&r.url(), &mut r.con());
+}
+
+fn retry_through_other_node(url: &str, con: &mut dyn redis::ConnectionLike) {
+    let (mut a, b) = (node_at(url), node_at(url));
     let (mut ga, mut gb) = (a.gateway(1), b.gateway(2));
     let sender = Sess::new(1, 1, 201, 7);
     let owner = Sess::new(2, 1, 202, 1);
@@ -162,12 +174,11 @@ fn a_retry_through_the_other_node_is_a_duplicate_with_the_original_id() {
     let _ = a.signal_and_wait("KILL");
     // The device's latest lost its commit of 11 (as if node A died
     // between the SEND script and the commit).
-    let mut con = r.con();
     let _: () = redis::cmd("HSET")
         .arg("mg:{u201}:d")
         .arg(7)
         .arg(format!("{:020}:1", 10))
-        .query(&mut con)
+        .query(con)
         .expect("hset");
     let moved = Sess::new(9, 2, 201, 7);
     gb.open(moved);
@@ -207,7 +218,11 @@ fn a_retry_through_the_other_node_is_a_duplicate_with_the_original_id() {
 #[test]
 fn sync_through_either_node_replays_the_same_messages() {
     let r = Redis::start();
-    let (a, b) = (node(&r), node(&r));
+    sync_either_node(&r.url());
+}
+
+fn sync_either_node(url: &str) {
+    let (a, b) = (node_at(url), node_at(url));
     let (mut ga, mut gb) = (a.gateway(1), b.gateway(2));
     let s = Sess::new(1, 1, 301, 1);
     ga.open(s);
@@ -238,7 +253,11 @@ fn sync_through_either_node_replays_the_same_messages() {
 #[test]
 fn the_newest_login_wins_across_nodes() {
     let r = Redis::start();
-    let (a, b) = (node(&r), node(&r));
+    newest_login_wins(&r.url());
+}
+
+fn newest_login_wins(url: &str) {
+    let (a, b) = (node_at(url), node_at(url));
     let (mut ga, mut gb) = (a.gateway(1), b.gateway(2));
     let old = Sess::new(1, 1, 401, 1);
     let new = Sess::new(2, 2, 401, 1);
@@ -351,4 +370,24 @@ fn bad_url_and_unreachable_redis_refuse_to_start() {
             .expect("stderr");
         assert!(err.contains(want), "{url}: {err}");
     }
+}
+
+/// The same scenarios on a Redis Cluster of 3 masters (every script's keys
+/// share a hash tag, so each runs in one slot; PUBLISH from a script
+/// reaches the subscriber through the cluster bus).
+#[test]
+fn the_same_scenarios_pass_on_a_redis_cluster_of_three_masters() {
+    let c = redis_support::Cluster::start(3);
+    let url = c.url();
+    let mut con = c.con();
+    concurrent_sends(&url);
+    retry_through_other_node(&url, &mut con);
+    sync_either_node(&url);
+    newest_login_wins(&url);
+    // The keys really are spread over the masters.
+    let counts: Vec<u64> = c.nodes.iter().map(|n| n.dbsize()).collect();
+    assert!(
+        counts.iter().filter(|&&n| n > 0).count() >= 2,
+        "keys on at most one master: {counts:?}"
+    );
 }

@@ -108,9 +108,9 @@ pub fn start(cfg: &Config, url: &str, n: usize, io: IoSender) -> Result<Started,
         url: url.to_string(),
         source,
     };
-    let mut first = conn::open(&client, timeout, &scripts).map_err(unreachable)?;
-    let _: String = redis::cmd("PING").query(&mut first).map_err(unreachable)?;
-    drop(first);
+    let target = conn::detect(url, client.clone(), timeout).map_err(unreachable)?;
+    drop(conn::open(&target, timeout, &scripts).map_err(unreachable)?);
+    tracing::info!(url, target = ?target, "redis reachable, scripts loaded");
     let node = loop {
         // 0 never names a node; a CSPRNG failure falls back to the clock.
         let x = getrandom::u64().unwrap_or_else(|_| crate::worker::now_ms());
@@ -126,7 +126,7 @@ pub fn start(cfg: &Config, url: &str, n: usize, io: IoSender) -> Result<Started,
         node,
         local: local.clone(),
         io: io.clone(),
-        reader: Conn::new(client.clone(), timeout, scripts.clone()),
+        reader: Conn::new(target.clone(), timeout, scripts.clone()),
         max_age_ms: cfg.retention_secs.saturating_mul(1_000),
         stop: bus_stop.clone(),
     };
@@ -161,7 +161,7 @@ pub fn start(cfg: &Config, url: &str, n: usize, io: IoSender) -> Result<Started,
         let (tx, rx) = unbounded();
         let w = worker::Worker::new(
             wcfg,
-            Conn::new(client.clone(), timeout, scripts.clone()),
+            Conn::new(target.clone(), timeout, scripts.clone()),
             scripts.clone(),
             local.clone(),
             io.clone(),

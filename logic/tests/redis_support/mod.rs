@@ -35,9 +35,14 @@ impl Redis {
 
     /// Starts one with `extra` arguments (e.g. cluster mode).
     pub fn start_with(extra: &[&str]) -> Redis {
+        Redis::start_on(free_port(), extra)
+    }
+
+    /// Starts one on `port`.
+    pub fn start_on(port: u16, extra: &[&str]) -> Redis {
         let mut r = Redis {
             child: None,
-            port: free_port(),
+            port,
             dir: tempfile::tempdir().expect("redis dir"),
             extra: extra.iter().map(|s| s.to_string()).collect(),
         };
@@ -104,6 +109,11 @@ impl Redis {
         self.spawn();
     }
 
+    /// Keys held by this server.
+    pub fn dbsize(&self) -> u64 {
+        redis::cmd("DBSIZE").query(&mut self.con()).expect("dbsize")
+    }
+
     pub fn pid(&self) -> Option<u32> {
         self.child.as_ref().map(Child::id)
     }
@@ -126,4 +136,90 @@ pub fn ping(port: u16) -> bool {
     }
     let mut buf = [0u8; 7];
     s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n"
+}
+
+/// A loopback port free for a cluster node: it and its cluster bus port
+/// (port + 10000) both bindable.
+pub fn free_cluster_port() -> u16 {
+    for _ in 0..1000 {
+        let p = free_port();
+        let p = 20_000 + p % 20_000;
+        let ok = |q: u16| TcpListener::bind(("127.0.0.1", q)).is_ok();
+        if ok(p) && ok(p + 10_000) {
+            return p;
+        }
+    }
+    panic!("no free port pair for a cluster node");
+}
+
+/// A Redis Cluster of `n` masters on loopback, created with
+/// `redis-cli --cluster create ... --cluster-yes`, ready once every node
+/// reports `cluster_state:ok` (polled).
+pub struct Cluster {
+    pub nodes: Vec<Redis>,
+}
+
+impl Cluster {
+    pub fn start(n: usize) -> Cluster {
+        let flags = [
+            "--cluster-enabled",
+            "yes",
+            "--cluster-config-file",
+            "nodes.conf",
+            "--cluster-node-timeout",
+            "5000",
+        ];
+        let nodes: Vec<Redis> = (0..n)
+            .map(|_| Redis::start_on(free_cluster_port(), &flags))
+            .collect();
+        let addrs: Vec<String> = nodes
+            .iter()
+            .map(|r| format!("127.0.0.1:{}", r.port))
+            .collect();
+        let mut create = Command::new("redis-cli")
+            .args(["--cluster", "create"])
+            .args(&addrs)
+            .arg("--cluster-yes")
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("redis-cli on PATH");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if let Some(st) = create.try_wait().expect("try_wait") {
+                assert!(st.success(), "redis-cli --cluster create failed");
+                break;
+            }
+            if Instant::now() > deadline {
+                let _ = create.kill();
+                panic!("redis-cli --cluster create did not finish");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let c = Cluster { nodes };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !c.nodes.iter().all(|r| {
+            redis::cmd("CLUSTER")
+                .arg("INFO")
+                .query::<String>(&mut r.con())
+                .is_ok_and(|i| i.contains("cluster_state:ok"))
+        }) {
+            assert!(Instant::now() < deadline, "cluster not ok in time");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        c
+    }
+
+    /// The first node's URL (the logic node discovers the others).
+    pub fn url(&self) -> String {
+        self.nodes[0].url()
+    }
+
+    /// A cluster client connection (routes each key to its master).
+    pub fn con(&self) -> redis::cluster::ClusterConnection {
+        redis::cluster::ClusterClient::new(vec![self.url()])
+            .expect("cluster client")
+            .get_connection()
+            .expect("cluster connection")
+    }
 }
