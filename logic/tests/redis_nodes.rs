@@ -391,3 +391,98 @@ fn the_same_scenarios_pass_on_a_redis_cluster_of_three_masters() {
         "keys on at most one master: {counts:?}"
     );
 }
+
+/// Scripts flushed from Redis (a failover to a replica without them, or
+/// `SCRIPT FLUSH`): the NOSCRIPT answer makes the node reload them and the
+/// request still succeeds.
+#[test]
+fn flushed_scripts_are_reloaded_on_noscript() {
+    let r = Redis::start();
+    let a = node(&r);
+    let mut ga = a.gateway(1);
+    let s = Sess::new(1, 1, 601, 1);
+    ga.open(s);
+    assert_eq!(send_acked(&mut ga, s, inbox(602), 1).msg_id, 1);
+    let _: () = redis::cmd("SCRIPT")
+        .arg("FLUSH")
+        .query(&mut r.con())
+        .expect("flush");
+    let ack = send_acked(&mut ga, s, inbox(602), 2);
+    assert_eq!((ack.status, ack.msg_id), (Status::Ok as i32, 2), "{ack:?}");
+}
+
+/// The SEND_ACK of `cmid` from `s` (PUSHes on the way are skipped).
+fn send_acked(g: &mut Gateway, s: Sess, ch: u64, cmid: u64) -> pb::SendAck {
+    g.send(s, ch, cmid, b"x");
+    loop {
+        let got = g.collect(1).remove(0);
+        if got.kind == Kind::SendAck && got.target == s.s {
+            return got.send_ack();
+        }
+    }
+}
+
+/// Redis restarts (SIGKILL, then up again on its AOF with `appendfsync
+/// always`): a login made through node B while Redis was coming back
+/// still kicks the older session on node A (rule 3), and a session on A
+/// that stayed connected receives every message stored meanwhile through
+/// B, in order, without reconnecting or SYNC (live, or the catch-up after
+/// A's subscription came back; repeats allowed, rule 8).
+#[test]
+fn across_a_redis_restart_logins_kick_and_sessions_catch_up() {
+    let mut r = Redis::start_with(&["--appendonly", "yes", "--appendfsync", "always"]);
+    let (a, b) = (node(&r), node(&r));
+    let (mut ga, mut gb) = (a.gateway(1), b.gateway(2));
+    let room = 70;
+    let reader = Sess::new(1, 1, 701, 1);
+    let sender = Sess::new(1, 1, 702, 1);
+    let old = Sess::new(2, 1, 703, 1);
+    ga.open(reader);
+    join_ok(&mut ga, reader, room, 1);
+    ga.open(old);
+    sync_ack(&mut ga, old, 2, &[]);
+    gb.open(sender);
+    join_ok(&mut gb, sender, room, 1);
+    assert_eq!(send_acked(&mut gb, sender, room, 1).msg_id, 1);
+    r.restart();
+    let new = Sess::new(5, 5, 703, 1);
+    gb.open(new);
+    for cmid in 2..=5 {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let ack = send_acked(&mut gb, sender, room, cmid);
+            if ack.status == Status::Ok as i32 || ack.status == Status::Duplicate as i32 {
+                assert_eq!(ack.msg_id, cmid, "{ack:?}");
+                break;
+            }
+            assert_eq!(ack.status, Status::Unavailable as i32, "{ack:?}");
+            assert!(Instant::now() < deadline, "no recovery");
+        }
+    }
+    let mut kicked = false;
+    let mut seen: Vec<u64> = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(kicked && seen.last() == Some(&5)) {
+        assert!(Instant::now() < deadline, "kicked={kicked} pushes={seen:?}");
+        match ga.recv() {
+            LinkMsg::Kick { session, .. } => {
+                assert_eq!(session, old.s);
+                kicked = true;
+            }
+            LinkMsg::Deliver { targets, frame } => {
+                let mut got = Vec::new();
+                common_unpack(&mut got, &targets, &frame);
+                for g in got.into_iter().filter(|g| g.kind == Kind::Push) {
+                    assert_eq!(g.target, reader.s);
+                    let id = g.push().msg_id;
+                    // Repeats are allowed; a new id is always the next one.
+                    if !seen.contains(&id) {
+                        assert_eq!(id, seen.len() as u64 + 1, "order: {seen:?} then {id}");
+                        seen.push(id);
+                    }
+                }
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+}

@@ -21,7 +21,7 @@ use proto::link::{self, SessionRef};
 
 use super::conn::{Conn, RECONNECT_EVERY};
 use super::read::{push_frame, range_cmd, read_range};
-use super::scripts::BUS;
+use super::scripts::{BUS, parse_record, user_sessions};
 use crate::channel::{ChannelKind, kind_of};
 use crate::worker::IoSender;
 
@@ -146,6 +146,15 @@ impl Local {
             .collect()
     }
 
+    /// Every session held here.
+    pub fn all(&self) -> Vec<(u64, LocalSess)> {
+        let t = self.lock();
+        t.sessions
+            .iter()
+            .flat_map(|(u, l)| l.iter().map(|s| (*u, *s)))
+            .collect()
+    }
+
     /// Channels with a local recipient (for the catch-up).
     pub fn channels(&self) -> Vec<u64> {
         let t = self.lock();
@@ -174,6 +183,9 @@ pub fn deliver(io: &mut Vec<(u64, BytesMut)>, to: &[LocalSess], frame: &Bytes) {
         }
     }
 }
+
+/// Slack for the sending nodes' clocks when catching up by time.
+const CATCH_UP_SKEW_MS: u64 = 2_000;
 
 /// What the bus thread needs.
 #[derive(Debug)]
@@ -204,6 +216,9 @@ impl Bus {
         let mut delivered: HashMap<u64, u64> = HashMap::new();
         let mut ready = Some(ready);
         let mut again = false;
+        // When the subscription was lost (for the catch-up of channels
+        // that had delivered nothing yet).
+        let mut lost_at = crate::worker::now_ms();
         while !self.stop.load(Ordering::Acquire) {
             let mut con = match self.connect() {
                 Ok(c) => c,
@@ -233,10 +248,11 @@ impl Bus {
             }
             if again {
                 tracing::info!("bus re-subscribed: catching up");
+                self.verify_sessions();
                 for ch in self.local.channels() {
-                    if let Some(&last) = delivered.get(&ch) {
-                        self.catch_up(ch, last, u64::MAX, &mut delivered);
-                    }
+                    let last = delivered.get(&ch).copied();
+                    let since = lost_at.saturating_sub(CATCH_UP_SKEW_MS);
+                    self.catch_up(ch, last, since, u64::MAX, &mut delivered);
                 }
             }
             again = true;
@@ -246,6 +262,7 @@ impl Bus {
                     Err(e) if e.is_timeout() => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "bus connection lost");
+                        lost_at = crate::worker::now_ms();
                         break;
                     }
                 }
@@ -270,7 +287,7 @@ impl Bus {
                         return;
                     }
                     if id > last + 1 {
-                        self.catch_up(ch, last, id - 1, delivered);
+                        self.catch_up(ch, Some(last), 0, id - 1, delivered);
                     }
                 }
                 let Some(frame) = push_frame(push, id) else {
@@ -286,9 +303,21 @@ impl Bus {
         }
     }
 
-    /// Delivers channel `ch`'s messages in `after+1..=upto` from the list.
-    fn catch_up(&mut self, ch: u64, after: u64, upto: u64, delivered: &mut HashMap<u64, u64>) {
-        let Ok(mut r) = self.reader.pipeline(&[range_cmd(ch, Some(after))]) else {
+    /// Delivers channel `ch`'s retained messages up to `upto`: those after
+    /// `after` (the newest delivered live), or, when nothing was delivered
+    /// yet, those sent since `since_ms` (by their `sent_at_ms`).
+    fn catch_up(
+        &mut self,
+        ch: u64,
+        after: Option<u64>,
+        since_ms: u64,
+        upto: u64,
+        delivered: &mut HashMap<u64, u64>,
+    ) {
+        let Ok(mut r) = self
+            .reader
+            .pipeline(&[range_cmd(ch, Some(after.unwrap_or(0)))])
+        else {
             return;
         };
         let Some(Ok(v)) = r.pop() else { return };
@@ -297,13 +326,54 @@ impl Bus {
         };
         let to = self.local.recipients(ch);
         let mut io = Vec::new();
-        let mut last = after;
-        for (id, frame) in range.frames.into_iter().filter(|(id, _)| *id <= upto) {
-            deliver(&mut io, &to, &frame);
+        let mut last = after.unwrap_or(0);
+        for (id, at, frame) in range.frames {
+            if id > upto {
+                break;
+            }
+            if after.is_some() || at >= since_ms {
+                deliver(&mut io, &to, &frame);
+            }
             last = id;
         }
         self.send(io);
-        delivered.insert(ch, last.max(after));
+        if after.is_some() || last > 0 {
+            delivered.insert(ch, last.max(after.unwrap_or(0)));
+        }
+    }
+
+    /// After a lost subscription, kicks that went by unheard: every local
+    /// session whose router record now names another session is kicked.
+    fn verify_sessions(&mut self) {
+        let all = self.local.all();
+        let cmds: Vec<redis::Cmd> = all
+            .iter()
+            .map(|(u, s)| {
+                let mut c = redis::cmd("HGET");
+                c.arg(user_sessions(*u)).arg(s.device);
+                c
+            })
+            .collect();
+        let Ok(recs) = self.reader.pipeline(&cmds) else {
+            return;
+        };
+        let mut io: Vec<(u64, BytesMut)> = Vec::new();
+        for ((uin, s), r) in all.into_iter().zip(recs) {
+            let Ok(redis::Value::BulkString(rec)) = r else {
+                continue; // no record (lost with Redis's data): keep it.
+            };
+            let Some((node, gw, sess)) = parse_record(&rec) else {
+                continue;
+            };
+            if (node, gw, sess) != (self.node, s.gw, s.session)
+                && self.local.close(uin, s.device, s.gw, s.session)
+            {
+                let mut b = BytesMut::new();
+                crate::reply::kick_duplicate(&mut b, s.session);
+                io.push((s.gw, b));
+            }
+        }
+        self.send(io);
     }
 
     /// `k<UIN>|<DEV>|<LOGIN20>|<NODE>|<GW>|<CONN>|<EPOCH>`: kick if the

@@ -11,11 +11,12 @@ use super::scripts::{Scripts, chan_keys, evalsha};
 use crate::reply::client_frame;
 
 /// What `RANGE` returned: the channel's head and the retained messages
-/// after the asked id, as PUSH frames (older than the age limit dropped).
+/// after the asked id, as (id, `sent_at_ms`, PUSH frame), older than the
+/// age limit dropped.
 #[derive(Debug, Default)]
 pub struct Range {
     pub head: u64,
-    pub frames: Vec<(u64, Bytes)>,
+    pub frames: Vec<(u64, u64, Bytes)>,
 }
 
 thread_local! {
@@ -43,8 +44,8 @@ pub fn read_range(v: Value, max_age_ms: u64) -> Option<Range> {
     for (i, e) in it.enumerate() {
         let Value::BulkString(b) = e else { return None };
         let id = first + i as u64;
-        if let Some(f) = push_frame_aged(&b, id, oldest) {
-            frames.push((id, f));
+        if let Some((at, f)) = push_frame_aged(&b, id, oldest) {
+            frames.push((id, at, f));
         }
     }
     Some(Range { head, frames })
@@ -61,14 +62,14 @@ pub fn as_u64(v: Value) -> Option<u64> {
 
 /// The PUSH frame of stored element `push` with id `id`.
 pub fn push_frame(push: &[u8], id: u64) -> Option<Bytes> {
-    push_frame_aged(push, id, 0)
+    push_frame_aged(push, id, 0).map(|(_, f)| f)
 }
 
-fn push_frame_aged(push: &[u8], id: u64, oldest_ms: u64) -> Option<Bytes> {
+fn push_frame_aged(push: &[u8], id: u64, oldest_ms: u64) -> Option<(u64, Bytes)> {
     let mut p = pb::Push::decode(push).ok()?;
     if p.sent_at_ms < oldest_ms {
         return None;
     }
     p.msg_id = id;
-    Some(client_frame(Kind::Push, 0, &p))
+    Some((p.sent_at_ms, client_frame(Kind::Push, 0, &p)))
 }

@@ -2,6 +2,7 @@
 //! (the tables in `logic/REDIS.md`). Every script touches keys of one hash
 //! tag only, so each runs in one slot of a Redis Cluster.
 
+use proto::link::SessionRef;
 use redis::Script;
 
 /// The pub/sub channel every node subscribes to: stored messages
@@ -191,4 +192,17 @@ pub fn evalsha(script: &Script, keys: &[&str], args: &[&[u8]]) -> redis::Cmd {
         c.arg(*a);
     }
     c
+}
+
+/// `LOGIN20|NODE|GW|CONN|EPOCH` -> (node, gw, session).
+pub fn parse_record(r: &[u8]) -> Option<(u64, u64, SessionRef)> {
+    let s = std::str::from_utf8(r).ok()?;
+    let f: Vec<u64> = s
+        .split('|')
+        .map(|x| x.parse().ok())
+        .collect::<Option<_>>()?;
+    let [_, node, gw, conn, epoch] = f[..] else {
+        return None;
+    };
+    Some((node, gw, SessionRef { conn, epoch }))
 }

@@ -23,7 +23,7 @@ use redis::Value;
 use super::bus::{Local, LocalSess};
 use super::conn::Conn;
 use super::read::as_u64;
-use super::scripts::{self as k, Scripts, evalsha, pad20};
+use super::scripts::{self as k, Scripts, evalsha, pad20, parse_record};
 use crate::channel::{ChannelKind, kind_of};
 use crate::reply::{self, Origin};
 use crate::shard::ShardMsg;
@@ -360,19 +360,6 @@ impl Worker {
             body: Bytes::copy_from_slice(&req.body),
         });
     }
-}
-
-/// `LOGIN20|NODE|GW|CONN|EPOCH` -> (node, gw, session).
-fn parse_record(r: &[u8]) -> Option<(u64, u64, SessionRef)> {
-    let s = std::str::from_utf8(r).ok()?;
-    let f: Vec<u64> = s
-        .split('|')
-        .map(|x| x.parse().ok())
-        .collect::<Option<_>>()?;
-    let [_, node, gw, conn, epoch] = f[..] else {
-        return None;
-    };
-    Some((node, gw, SessionRef { conn, epoch }))
 }
 
 mod requests;

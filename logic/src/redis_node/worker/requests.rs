@@ -197,7 +197,7 @@ impl Worker {
             pushes.extend(range.frames);
         }
         let buf = self.buf(o.gw);
-        for (_, frame) in pushes {
+        for (_, _, frame) in pushes {
             proto::link::encode_deliver(buf, &[o.session], &frame);
         }
         reply::reply(buf, &o, Kind::SyncAck, &pb::SyncAck { heads });
