@@ -121,9 +121,10 @@ pub struct RunArgs {
     /// Prometheus endpoint address (serves GET /metrics).
     #[arg(long)]
     pub metrics: Option<SocketAddr>,
-    /// Logic server address.
-    #[arg(long)]
-    pub logic: Option<SocketAddr>,
+    /// Logic node addresses, comma-separated: one link at a time, moving
+    /// to the next when it ends (nodes sharing one state).
+    #[arg(long, value_delimiter = ',')]
+    pub logic: Vec<SocketAddr>,
     /// Capacity (items) of each worker's queues to and from the uplink.
     #[arg(long)]
     pub uplink_queue: Option<usize>,
@@ -195,8 +196,8 @@ impl RunArgs {
         if self.metrics.is_some() {
             cfg.metrics = self.metrics;
         }
-        if self.logic.is_some() {
-            cfg.logic = self.logic;
+        if !self.logic.is_empty() {
+            cfg.logic = self.logic.clone();
         }
     }
 

@@ -89,9 +89,13 @@ pub struct Config {
     /// Address of the Prometheus text endpoint (`GET /metrics`). Default
     /// none (off).
     pub metrics: Option<SocketAddr>,
-    /// The logic server. Default none: every backend request is answered
+    /// The logic nodes (one, or several sharing one state: issue 14's
+    /// Redis mode), as a list or one comma-separated string. The gateway
+    /// links to one at a time and moves to the next when its link ends
+    /// (`nodes.rs`). Default none: every backend request is answered
     /// UNAVAILABLE (rule 13).
-    pub logic: Option<SocketAddr>,
+    #[serde(deserialize_with = "addr_list")]
+    pub logic: Vec<SocketAddr>,
     /// Capacity of each worker's queues to and from the uplink (items).
     /// A request that finds the up-queue full is answered UNAVAILABLE
     /// (rule 13); the worker never stops reading. Default 65,536.
@@ -124,6 +128,24 @@ pub struct Config {
     /// once, so the client sees the connection end instead of hanging.
     /// 0 refuses at once. Default 250 ms.
     pub emfile_grace_ms: u64,
+}
+
+/// `logic` from TOML: a list of addresses, or one string of
+/// comma-separated ones (`logic = "10.0.0.1:7100"` from before lists).
+fn addr_list<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<SocketAddr>, D::Error> {
+    #[derive(Deserialize)]
+    #[serde(untagged)]
+    enum OneOrMany {
+        One(String),
+        Many(Vec<SocketAddr>),
+    }
+    match OneOrMany::deserialize(d)? {
+        OneOrMany::Many(v) => Ok(v),
+        OneOrMany::One(s) => s
+            .split(',')
+            .map(|a| a.trim().parse().map_err(serde::de::Error::custom))
+            .collect(),
+    }
 }
 
 fn join_default() -> RateLimit {
@@ -162,7 +184,7 @@ impl Default for Config {
             wheel_slots: 4096,
             max_connections_per_thread: 4_000_000,
             metrics: None,
-            logic: None,
+            logic: Vec::new(),
             uplink_queue: 65_536,
             request_timeout_ms: 5_000,
             ping_interval_ms: 1_000,
@@ -285,6 +307,18 @@ mod tests {
         assert_eq!((cfg.sync_rate.per_sec, cfg.sync_rate.burst), (1, 3));
         assert_eq!(cfg.leave_rate, RateLimit::LEAVE);
         assert_eq!(cfg.send_buffer, 0);
+        std::fs::write(&path, "logic = \"127.0.0.1:1, 127.0.0.1:2\"\n").unwrap();
+        assert_eq!(Config::from_file(&path).unwrap().logic.len(), 2);
+        std::fs::write(&path, "logic = [\"127.0.0.1:1\"]\n").unwrap();
+        assert_eq!(
+            Config::from_file(&path).unwrap().logic,
+            ["127.0.0.1:1".parse().unwrap()]
+        );
+        std::fs::write(&path, "logic = \"127.0.0.1\"\n").unwrap();
+        assert!(matches!(
+            Config::from_file(&path),
+            Err(ConfigError::Parse { .. })
+        ));
         std::fs::write(&path, "no_such_key = 1\n").unwrap();
         assert!(matches!(
             Config::from_file(&path),

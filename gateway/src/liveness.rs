@@ -20,7 +20,8 @@
 //!   more slowly, never in a hot loop. Until the first link is up, and
 //!   while the start-up grace lasts, a refused dial is retried every
 //!   [`STARTUP_RETRY_MS`] at most, so a gateway started just before its
-//!   logic server links within the grace.
+//!   logic server links within the grace. With several logic nodes the
+//!   backoff is taken once per round over all of them (`nodes.rs`).
 
 /// Shortest and longest wait between dials.
 pub const BACKOFF_MIN_MS: u64 = 50;
@@ -143,16 +144,23 @@ impl Backoff {
     /// A link ended at `now`, having been up since `up_since` (if ever):
     /// the wait before the next dial.
     pub fn link_ended(&mut self, now: u64, up_since: Option<u64>) -> u64 {
+        self.link_was(now, up_since);
+        self.step()
+    }
+
+    /// Notes a link that ended at `now`, up since `up_since` (if ever),
+    /// without taking a wait: a healthy one resets the backoff.
+    pub fn link_was(&mut self, now: u64, up_since: Option<u64>) {
         if let Some(t) = up_since {
             self.fast_until_ms = 0;
             if now.saturating_sub(t) >= HEALTHY_AFTER_MS {
                 self.next_ms = BACKOFF_MIN_MS;
             }
         }
-        self.step()
     }
 
-    fn step(&mut self) -> u64 {
+    /// The next wait, doubling the one after it.
+    pub fn step(&mut self) -> u64 {
         let wait = self.next_ms;
         self.next_ms = (self.next_ms * 2).min(BACKOFF_MAX_MS);
         wait

@@ -138,14 +138,17 @@ impl Server {
         let started = std::time::Instant::now();
         let mut uplink_stats = None;
         let mut gate = None;
-        if let Some(logic) = cfg.logic {
-            let (uplink, ports) =
-                Uplink::new(logic, identity, &wakers, UplinkConfig::from_config(cfg)).map_err(
-                    |source| StartError::Worker {
-                        index: threads,
-                        source,
-                    },
-                )?;
+        if !cfg.logic.is_empty() {
+            let (uplink, ports) = Uplink::new(
+                cfg.logic.clone(),
+                identity,
+                &wakers,
+                UplinkConfig::from_config(cfg),
+            )
+            .map_err(|source| StartError::Worker {
+                index: threads,
+                source,
+            })?;
             uplink_stats = Some(uplink.stats());
             gate = Some(uplink.readiness());
             for (w, port) in built.iter_mut().zip(ports) {

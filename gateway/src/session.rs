@@ -16,6 +16,7 @@
 use bytes::BytesMut;
 use prost::Message;
 use proto::pb::{self, error::ErrorCode};
+use proto::request::{BadRequest, decode_body};
 use proto::{DecodeError, Frame, Kind, TokenError, TokenKey};
 
 use crate::heartbeat::HeartbeatPolicy;
@@ -428,14 +429,9 @@ impl Session {
             let why = CloseReason::Unauthenticated(LoginFailure::NotLoginFirst);
             return self.refuse(now, out, seq, why, "the first frame must be LOGIN");
         }
-        let Ok(login) = pb::Login::decode(frame.body.clone()) else {
-            return self.refuse(
-                now,
-                out,
-                seq,
-                CloseReason::BadFrame,
-                "LOGIN body does not decode",
-            );
+        let login = match decode_body::<pb::Login>(frame.kind, frame.body.clone()) {
+            Ok(login) => login,
+            Err(e) => return self.refuse(now, out, seq, CloseReason::BadFrame, &e.to_string()),
         };
         if let Err(e) = cfg.key.verify(
             &login.token,
@@ -489,14 +485,8 @@ impl Session {
         let seq = frame.seq;
         match frame.kind {
             Kind::Heartbeat => {
-                if pb::Heartbeat::decode(frame.body.clone()).is_err() {
-                    return self.refuse(
-                        now,
-                        out,
-                        seq,
-                        CloseReason::BadFrame,
-                        "HEARTBEAT body does not decode",
-                    );
+                if let Err(e) = decode_body::<pb::Heartbeat>(frame.kind, frame.body.clone()) {
+                    return self.refuse(now, out, seq, CloseReason::BadFrame, &e.to_string());
                 }
                 let outcome = self.on_heartbeat(now, cfg);
                 let ack = pb::HeartbeatAck {
@@ -532,13 +522,10 @@ impl Session {
                 self.answer_unavailable(now, frame, out)
             }
             // A server-to-client kind sent by a client.
-            _ => self.refuse(
-                now,
-                out,
-                seq,
-                CloseReason::BadFrame,
-                "not a client frame kind",
-            ),
+            kind => {
+                let why = BadRequest::NotARequest(kind).to_string();
+                self.refuse(now, out, seq, CloseReason::BadFrame, &why)
+            }
         }
     }
 
@@ -562,7 +549,7 @@ impl Session {
         let seq = frame.seq;
         match frame.kind {
             Kind::Send => self.answer_send(now, out, frame, status),
-            Kind::Join => match pb::Join::decode(frame.body.clone()) {
+            Kind::Join => match decode_body::<pb::Join>(frame.kind, frame.body.clone()) {
                 Ok(join) => {
                     let ack = pb::JoinAck {
                         status: status as i32,
@@ -572,15 +559,9 @@ impl Session {
                     proto::encode(out, Kind::JoinAck, seq, &ack);
                     Outcome::Continue
                 }
-                Err(_) => self.refuse(
-                    now,
-                    out,
-                    seq,
-                    CloseReason::BadFrame,
-                    "JOIN body does not decode",
-                ),
+                Err(e) => self.refuse(now, out, seq, CloseReason::BadFrame, &e.to_string()),
             },
-            Kind::Leave => match pb::Leave::decode(frame.body.clone()) {
+            Kind::Leave => match decode_body::<pb::Leave>(frame.kind, frame.body.clone()) {
                 Ok(leave) => {
                     let ack = pb::LeaveAck {
                         status: status as i32,
@@ -589,13 +570,7 @@ impl Session {
                     proto::encode(out, Kind::LeaveAck, seq, &ack);
                     Outcome::Continue
                 }
-                Err(_) => self.refuse(
-                    now,
-                    out,
-                    seq,
-                    CloseReason::BadFrame,
-                    "LEAVE body does not decode",
-                ),
+                Err(e) => self.refuse(now, out, seq, CloseReason::BadFrame, &e.to_string()),
             },
             _ => {
                 let message = if status == pb::Status::RateLimited {
@@ -670,14 +645,11 @@ impl Session {
         frame: &Frame,
         status: pb::Status,
     ) -> Outcome {
-        let Ok(req) = pb::SendReq::decode(frame.body.clone()) else {
-            return self.refuse(
-                now,
-                out,
-                frame.seq,
-                CloseReason::BadFrame,
-                "SEND body does not decode",
-            );
+        let req = match decode_body::<pb::SendReq>(frame.kind, frame.body.clone()) {
+            Ok(req) => req,
+            Err(e) => {
+                return self.refuse(now, out, frame.seq, CloseReason::BadFrame, &e.to_string());
+            }
         };
         let ack = pb::SendAck {
             status: status as i32,

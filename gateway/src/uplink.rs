@@ -29,6 +29,10 @@
 //! `request_timeout_ms` at the latest ([`InFlight`]: UNAVAILABLE when the
 //! logic server said nothing in time).
 //!
+//! With several logic nodes (`--logic A,B,C`) the uplink links to one at
+//! a time and moves to the next when that link ends ([`Nodes`]); the
+//! workers re-announce their sessions there as on any new link.
+//!
 //! While the logic server is away the uplink dials again with backoff;
 //! workers have been told `LinkDown` and answer rule 13's UNAVAILABLE
 //! themselves; a client frame still queued when the link fell, or already
@@ -56,6 +60,7 @@ use crate::conn_id::ConnId;
 use crate::inflight::{Answer, InFlight};
 use crate::liveness::{Backoff, Liveness, Tick};
 use crate::metrics::UplinkStats;
+use crate::nodes::Nodes;
 use crate::readiness::Readiness;
 
 const LINK: Token = Token(0);
@@ -262,7 +267,8 @@ fn cost(item: &Down) -> usize {
 /// The uplink thread's state.
 #[derive(Debug)]
 pub struct Uplink {
-    addr: SocketAddr,
+    /// The logic nodes, and which one is dialled or linked.
+    nodes: Nodes,
     identity: Identity,
     poll: Poll,
     doorbell: Arc<Doorbell>,
@@ -279,17 +285,17 @@ pub struct Uplink {
     /// Requests written to this link and not yet answered.
     inflight: InFlight,
     liveness: Liveness,
-    backoff: Backoff,
     clock: Instant,
     /// Scratch for requests past their deadline.
     expired: Vec<(SessionRef, Frame)>,
 }
 
 impl Uplink {
-    /// Builds the uplink and one port per worker. `wakers[i]` is worker
-    /// `i`'s waker; `queue` is the capacity of each queue.
+    /// Builds the uplink to the logic nodes `addrs` (at least one; see
+    /// `nodes.rs`) and one port per worker. `wakers[i]` is worker `i`'s
+    /// waker; `queue` is the capacity of each queue.
     pub fn new(
-        addr: SocketAddr,
+        addrs: Vec<SocketAddr>,
         identity: Identity,
         wakers: &[Arc<Waker>],
         cfg: UplinkConfig,
@@ -322,8 +328,9 @@ impl Uplink {
                 wake: false,
             });
         }
+        let nodes = Nodes::new(addrs, identity.gateway_id, Backoff::new(cfg.link_grace_ms));
         let uplink = Uplink {
-            addr,
+            nodes,
             identity,
             poll,
             doorbell,
@@ -337,7 +344,6 @@ impl Uplink {
             ready: Arc::default(),
             inflight: InFlight::new(cfg.request_timeout_ms),
             liveness: Liveness::new(cfg.ping_interval_ms, cfg.missed_pongs),
-            backoff: Backoff::new(cfg.link_grace_ms),
             clock: Instant::now(),
             expired: Vec::new(),
         };
@@ -363,19 +369,20 @@ impl Uplink {
     pub fn run(mut self) {
         let mut events = Events::with_capacity(256);
         loop {
-            let wait = match self.connect() {
+            let node = self.nodes.current();
+            let wait = match self.connect(node) {
                 Ok(()) => {
-                    tracing::info!(logic = %self.addr, "uplink connected, waiting for its pong");
+                    tracing::info!(logic = %node, "uplink connected, waiting for its pong");
                     if let Err(e) = self.serve(&mut events) {
-                        tracing::warn!(logic = %self.addr, "uplink lost: {e}");
+                        tracing::warn!(logic = %node, "uplink lost: {e}");
                     }
                     let up_since = self.liveness.up_since();
                     self.link_down();
-                    self.backoff.link_ended(self.now_ms(), up_since)
+                    self.nodes.link_ended(self.now_ms(), up_since)
                 }
                 Err(e) => {
-                    tracing::debug!(logic = %self.addr, "uplink connect: {e}");
-                    self.backoff.dial_failed(self.now_ms())
+                    tracing::debug!(logic = %node, "uplink connect: {e}");
+                    self.nodes.dial_failed(self.now_ms())
                 }
             };
             self.pause(&mut events, wait);
@@ -409,8 +416,8 @@ impl Uplink {
         }
     }
 
-    fn connect(&mut self) -> io::Result<()> {
-        let std = std::net::TcpStream::connect_timeout(&self.addr, Duration::from_secs(1))?;
+    fn connect(&mut self, node: SocketAddr) -> io::Result<()> {
+        let std = std::net::TcpStream::connect_timeout(&node, Duration::from_secs(1))?;
         std.set_nodelay(true)?;
         std.set_nonblocking(true)?;
         let mut stream = TcpStream::from_std(std);
@@ -438,7 +445,7 @@ impl Uplink {
     fn link_up(&mut self) {
         self.up = true;
         self.stats.connected.store(true, Ordering::Release);
-        tracing::info!(logic = %self.addr, "uplink up");
+        tracing::info!(logic = %self.nodes.current(), "uplink up");
         for i in 0..self.workers.len() {
             self.send_down(i, Down::LinkUp);
         }

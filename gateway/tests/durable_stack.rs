@@ -17,7 +17,7 @@ use proto::Kind;
 use proto::pb::{self, NetworkType, Status};
 use support::{Client, Gateway, TempDir, logic_bin};
 
-const INBOX: u64 = 1 << 63;
+const INBOX: u64 = proto::INBOX_BIT;
 
 /// A logic server on `dir`, listening on `listen`.
 fn start_logic(dir: &std::path::Path, listen: &str) -> (Child, SocketAddr) {

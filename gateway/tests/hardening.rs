@@ -18,7 +18,7 @@ use proto::pb::{self, NetworkType, Status, error::ErrorCode};
 use support::fake_logic::FakeLogic;
 use support::{Client, Gateway, Logic};
 
-const INBOX: u64 = 1 << 63;
+const INBOX: u64 = proto::INBOX_BIT;
 
 /// Waits until the gateway's uplink reports the link up.
 fn wait_linked(gw: &Gateway) {

@@ -28,7 +28,7 @@ const LINK_DEAD_AFTER: Duration = Duration::from_millis(3 * 1_000);
 /// Scheduling slack on a shared 2-core machine: the timer wheel's tick
 /// and a loaded CI box.
 const SLACK: Duration = Duration::from_millis(1_500);
-const INBOX: u64 = 1 << 63;
+const INBOX: u64 = proto::INBOX_BIT;
 
 fn listener() -> (TcpListener, String) {
     let l = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -15,7 +15,7 @@ use proto::Kind;
 use proto::pb::{self, NetworkType, Status};
 use support::{Client, Gateway, Logic};
 
-const INBOX: u64 = 1 << 63;
+const INBOX: u64 = proto::INBOX_BIT;
 
 fn wait_uplink(gw: &Gateway, want: u64) {
     let deadline = Instant::now() + Duration::from_secs(15);

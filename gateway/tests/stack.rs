@@ -11,7 +11,7 @@ use proto::Kind;
 use proto::pb::{self, NetworkType, Status};
 use support::{Client, Gateway, Logic};
 
-const INBOX: u64 = 1 << 63;
+const INBOX: u64 = proto::INBOX_BIT;
 
 fn stack() -> (Logic, Gateway, Gateway) {
     let logic = Logic::start("127.0.0.1:0");

@@ -26,7 +26,7 @@ fn requests_on_a_link_that_dies_are_answered_unavailable_and_answered_ones_are_n
     let session = logic.announced(7);
 
     let send = pb::SendReq {
-        channel: 1 << 63 | 8,
+        channel: proto::inbox_of(8),
         client_msg_id: 1,
         body: Bytes::from_static(b"lost with the link"),
     };
@@ -94,7 +94,7 @@ fn a_link_that_is_not_read_answers_what_does_not_fit_and_keeps_reading() {
         use std::io::Write;
         for seq in 1..=n {
             let req = pb::SendReq {
-                channel: 1 << 63 | 8,
+                channel: proto::inbox_of(8),
                 client_msg_id: u64::from(seq),
                 body: body.clone(),
             };

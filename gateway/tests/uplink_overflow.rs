@@ -27,7 +27,7 @@ fn a_worker_that_does_not_drain_its_queue_does_not_hold_up_the_others() {
         .collect();
     let identity = Identity::random().unwrap();
     let (up, ports) = Uplink::new(
-        addr,
+        vec![addr],
         identity,
         &wakers,
         UplinkConfig {

@@ -105,7 +105,7 @@ impl Fake {
             *id
         };
         let to: Vec<u64> = if req.channel >> 63 == 1 {
-            vec![req.channel & !(1 << 63)]
+            vec![req.channel & !proto::INBOX_BIT]
         } else {
             self.rooms
                 .lock()

@@ -284,7 +284,7 @@ fn sess(conn: u64) -> SessionRef {
 }
 
 const SENDER: u64 = 9_000_000_000;
-const INBOX: u64 = 1 << 63;
+const INBOX: u64 = proto::INBOX_BIT;
 
 /// On-disk size (allocated blocks) of everything under `dir`.
 fn disk_usage(dir: &Path) -> u64 {

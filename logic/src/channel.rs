@@ -1,5 +1,4 @@
-//! Channel ids (rooms, inboxes: the Channels section of PROTOCOL.md) and
-//! one channel's in-memory state, sans-io: the `msg_id` counter (rule 6)
+//! One channel's in-memory state, sans-io: the `msg_id` counter (rule 6)
 //! and the newest retained messages (rule 9). Time is an argument; nothing
 //! here reads a clock.
 //!
@@ -11,35 +10,8 @@ use std::collections::VecDeque;
 
 use bytes::Bytes;
 
-/// The high bit of a channel id: set for inboxes (`2^63 | uin`).
-pub const INBOX_BIT: u64 = 1 << 63;
-
-/// What a channel id names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ChannelKind {
-    /// Channel 0: not a channel.
-    Invalid,
-    /// A room (below 2^63): members by JOIN and LEAVE.
-    Room,
-    /// The inbox of the given uin: its owner is its only member.
-    Inbox(u64),
-}
-
-/// Classifies a channel id.
-pub fn kind_of(channel: u64) -> ChannelKind {
-    if channel == 0 {
-        ChannelKind::Invalid
-    } else if channel & INBOX_BIT != 0 {
-        ChannelKind::Inbox(channel & !INBOX_BIT)
-    } else {
-        ChannelKind::Room
-    }
-}
-
-/// The inbox channel of `uin`.
-pub fn inbox_of(uin: u64) -> u64 {
-    INBOX_BIT | uin
-}
+/// Channel ids are the protocol's (`proto::channel`).
+pub use proto::channel::{ChannelKind, INBOX_BIT, inbox_of, kind_of};
 
 /// Retention limits (rule 9): the newest `max_count` messages, none older
 /// than `max_age_ms`.
@@ -188,15 +160,6 @@ mod tests {
 
     fn ids<'a>(it: impl Iterator<Item = &'a Stored>) -> Vec<u64> {
         it.map(|m| m.msg_id).collect()
-    }
-
-    #[test]
-    fn channel_kinds() {
-        assert_eq!(kind_of(0), ChannelKind::Invalid);
-        assert_eq!(kind_of(1), ChannelKind::Room);
-        assert_eq!(kind_of(INBOX_BIT - 1), ChannelKind::Room);
-        assert_eq!(kind_of(INBOX_BIT), ChannelKind::Inbox(0));
-        assert_eq!(kind_of(inbox_of(42)), ChannelKind::Inbox(42));
     }
 
     #[test]

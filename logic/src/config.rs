@@ -101,6 +101,18 @@ pub struct Config {
     /// next used); users are evicted when their last session ends.
     /// Checked every 5 s. Default 30.
     pub evict_idle_secs: u64,
+    /// Keep all state (router, counters, retained messages, dedup,
+    /// membership) in this Redis instead of the embedded store, so that any
+    /// number of logic nodes can share it (`logic/REDIS.md`): a URL like
+    /// `redis://127.0.0.1:6379/0`. `data_dir`, `fsync` and
+    /// `evict_idle_secs` do not apply then (durability is Redis's: run it
+    /// with `appendonly yes`). The node refuses to start when the URL is
+    /// bad or Redis is unreachable. None by default (the embedded store).
+    pub redis: Option<String>,
+    /// Connect, read and write timeout of every Redis call (ms): a Redis
+    /// that does not answer within it makes the request answer
+    /// UNAVAILABLE (PROTOCOL.md rule 13). Default 500.
+    pub redis_timeout_ms: u64,
 }
 
 impl Default for Config {
@@ -122,6 +134,8 @@ impl Default for Config {
             fsync_interval_ms: 100,
             max_rooms_per_user: 1_000,
             evict_idle_secs: 30,
+            redis: None,
+            redis_timeout_ms: 500,
         }
     }
 }
@@ -174,6 +188,13 @@ pub struct Cli {
     /// Seconds before an unused channel is evicted from memory.
     #[arg(long)]
     pub evict_idle_secs: Option<u64>,
+    /// Keep all state in this Redis (redis://HOST:PORT[/DB]) so that
+    /// several logic nodes share it; default: the embedded store.
+    #[arg(long)]
+    pub redis: Option<String>,
+    /// Timeout of every Redis call, ms (then UNAVAILABLE).
+    #[arg(long)]
+    pub redis_timeout_ms: Option<u64>,
 }
 
 impl Config {
@@ -218,6 +239,12 @@ impl Config {
         }
         if let Some(v) = cli.evict_idle_secs {
             cfg.evict_idle_secs = v;
+        }
+        if cli.redis.is_some() {
+            cfg.redis = cli.redis.clone();
+        }
+        if let Some(v) = cli.redis_timeout_ms {
+            cfg.redis_timeout_ms = v;
         }
         cfg.validate()?;
         Ok(cfg)

@@ -197,6 +197,7 @@ pub mod dedup;
 pub mod durable;
 pub mod metrics;
 pub mod net;
+pub mod redis_node;
 pub mod reply;
 pub mod router;
 pub mod server;

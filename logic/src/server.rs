@@ -24,6 +24,8 @@ pub enum StartError {
     #[error(transparent)]
     Store(#[from] OpenError),
     #[error(transparent)]
+    Redis(#[from] crate::redis_node::RedisStartError),
+    #[error(transparent)]
     Io(#[from] std::io::Error),
 }
 
@@ -55,8 +57,10 @@ pub struct Server {
     stopper: Stopper,
     net: JoinHandle<std::io::Result<()>>,
     shards: Vec<JoinHandle<()>>,
-    durability: Arc<Durability>,
-    fsync: JoinHandle<()>,
+    /// The embedded store's group commit (absent on a Redis node).
+    durability: Option<(Arc<Durability>, JoinHandle<()>)>,
+    /// A Redis node's bus thread and its stop flag.
+    bus: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
 
 /// Stops a running server from any thread (e.g. a signal handler thread).
@@ -77,6 +81,9 @@ impl Stopper {
 impl Server {
     /// Opens the store, binds and starts everything.
     pub fn start(cfg: &Config) -> Result<Server, StartError> {
+        if let Some(url) = cfg.redis.clone() {
+            return Server::start_redis(cfg, &url);
+        }
         let store: Arc<dyn Store> = if cfg.in_memory() {
             tracing::warn!("--data-dir :memory: keeps all state in memory: NOT durable");
             Arc::new(MemStore::new(cfg.retention()))
@@ -159,8 +166,65 @@ impl Server {
             stopper: Stopper { flag, waker },
             net,
             shards,
-            durability,
-            fsync,
+            durability: Some((durability, fsync)),
+            bus: None,
+        })
+    }
+
+    /// A node whose state lives in Redis (`crate::redis_node`): the same
+    /// network thread, Redis workers instead of shards.
+    fn start_redis(cfg: &Config, url: &str) -> Result<Server, StartError> {
+        let n = cfg.shard_count();
+        let poll = Poll::new()?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        let (io_tx, io_rx) = unbounded();
+        let io = IoSender {
+            tx: io_tx,
+            waker: waker.clone(),
+        };
+        // Redis first: a bad URL or an unreachable Redis refuses to start
+        // before the port is taken.
+        let started = crate::redis_node::start(cfg, url, n, io)?;
+        let std_listener = bind_link_listener(cfg.listen, cfg.reuse_port)?;
+        std_listener.set_nonblocking(true)?;
+        let local_addr = std_listener.local_addr()?;
+        let listener = mio::net::TcpListener::from_std(std_listener);
+        let stats = Arc::new(Stats::new(n));
+        let metrics_addr = match cfg.metrics {
+            Some(addr) => {
+                let l = std::net::TcpListener::bind(addr)?;
+                let bound = l.local_addr()?;
+                metrics::serve(l, stats.clone())?;
+                Some(bound)
+            }
+            None => None,
+        };
+        let flag = Arc::new(AtomicBool::new(false));
+        let net_cfg = NetConfig {
+            max_link_frame: cfg.max_link_frame,
+            max_backlog: cfg.max_gateway_backlog,
+            nodelay: cfg.nodelay,
+        };
+        let net = Net::new(
+            poll,
+            listener,
+            net_cfg,
+            started.txs,
+            io_rx,
+            flag.clone(),
+            stats,
+        )?;
+        let net = std::thread::Builder::new()
+            .name("net".into())
+            .spawn(move || net.run())?;
+        Ok(Server {
+            local_addr,
+            metrics_addr,
+            stopper: Stopper { flag, waker },
+            net,
+            shards: started.workers,
+            durability: None,
+            bus: Some((started.bus_stop, started.bus)),
         })
     }
 
@@ -191,9 +255,17 @@ impl Server {
             }
         }
         // A last sync, so a clean stop loses nothing even in batch mode.
-        self.durability.stop();
-        if self.fsync.join().is_err() {
-            return Err(std::io::Error::other("fsync thread panicked"));
+        if let Some((durability, fsync)) = self.durability {
+            durability.stop();
+            if fsync.join().is_err() {
+                return Err(std::io::Error::other("fsync thread panicked"));
+            }
+        }
+        if let Some((stop, bus)) = self.bus {
+            stop.store(true, Ordering::Release);
+            if bus.join().is_err() {
+                return Err(std::io::Error::other("bus thread panicked"));
+            }
         }
         net
     }

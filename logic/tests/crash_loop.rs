@@ -34,7 +34,7 @@ fn channel_of(sender: u64) -> u64 {
     if sender < 3 {
         ROOM
     } else {
-        (1 << 63) | (1_000 + sender % 2)
+        proto::inbox_of(1_000 + sender % 2)
     }
 }
 
@@ -185,7 +185,11 @@ fn sender(i: u64, addr: SocketAddr, stop: &AtomicBool, acked: &Mutex<Acked>, ret
 
 /// Reads every retained message of `ch` after a restart: (id, body).
 fn stored(addr: SocketAddr, ch: u64) -> Vec<(u64, String)> {
-    let uin = if ch == ROOM { 1_000 } else { ch & !(1 << 63) };
+    let uin = if ch == ROOM {
+        1_000
+    } else {
+        ch & !proto::INBOX_BIT
+    };
     let s = SessionRef {
         conn: 999,
         epoch: 1,

@@ -16,7 +16,7 @@ fn a_join_past_the_cap_is_too_large_and_sync_ack_fits_the_max_body() {
     let s = Sess::new(1, 1, 4242, 1);
     g.open(s);
     // The largest room ids, so that every head costs the most bytes.
-    let room = |i: u64| (1u64 << 63) - 1 - i;
+    let room = |i: u64| proto::INBOX_BIT - 1 - i;
     let mut statuses = Vec::new();
     for i in 0..1_001u64 {
         g.join(s, room(i), 1 + i as u32);

@@ -20,7 +20,7 @@ use proto::{DecodeError, Kind, decode, encode, encode_raw};
 /// 2^32 + 1: a uin that needs a five-byte varint.
 const BIG_UIN: u64 = (1 << 32) | 1;
 /// 2^63 | 7: the inbox of uin 7, a ten-byte varint.
-const INBOX_7: u64 = (1 << 63) | 7;
+const INBOX_7: u64 = 0x8000_0000_0000_0007; // 2^63 | 7, written out: a wire vector
 /// A Unix time in milliseconds (2027-01-15), a six-byte varint.
 const TIME_MS: u64 = 1_800_000_000_000;
 

@@ -9,10 +9,10 @@
 //! channel's shard hears of them.
 
 use bytes::{Bytes, BytesMut};
-use prost::Message;
 use proto::codec::{self, Header, Kind};
 use proto::link::{LinkMsg, SessionRef};
 use proto::pb::{self, Status, error::ErrorCode};
+use proto::request::Request;
 
 use super::{PendingSync, Shard, ShardMsg, shard_of_channel, shard_of_uin};
 use crate::channel::{ChannelKind, inbox_of, kind_of};
@@ -169,30 +169,25 @@ impl Shard {
             return;
         }
         let body = frame.slice(codec::HEADER_LEN..);
-        let ok = match header.kind {
-            Kind::Send => pb::SendReq::decode(body).map(|m| self.send(origin, m, out)),
-            Kind::Sync => pb::SyncReq::decode(body).map(|m| self.sync(origin, m, out)),
-            Kind::Join => pb::Join::decode(body).map(|m| self.join(origin, m.channel, out)),
-            Kind::Leave => pb::Leave::decode(body).map(|m| self.leave(origin, m.channel, out)),
-            _ => {
-                reply::terminate(
-                    out.io(gw),
-                    session,
-                    header.seq,
-                    ErrorCode::BadFrame,
-                    "not a logic request",
-                );
-                return;
-            }
-        };
-        if ok.is_err() {
-            reply::terminate(
+        match Request::decode(header.kind, body) {
+            Ok(Request::Send(m)) => self.send(origin, m, out),
+            Ok(Request::Sync(m)) => self.sync(origin, m, out),
+            Ok(Request::Join(m)) => self.join(origin, m.channel, out),
+            Ok(Request::Leave(m)) => self.leave(origin, m.channel, out),
+            Ok(Request::Login(_) | Request::Heartbeat(_)) => reply::terminate(
                 out.io(gw),
                 session,
                 header.seq,
                 ErrorCode::BadFrame,
-                "body does not decode",
-            );
+                "not a logic request",
+            ),
+            Err(e) => reply::terminate(
+                out.io(gw),
+                session,
+                header.seq,
+                ErrorCode::BadFrame,
+                &e.to_string(),
+            ),
         }
     }
 

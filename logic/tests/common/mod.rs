@@ -49,7 +49,7 @@ pub const ANSWER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The inbox channel of `uin`.
 pub fn inbox(uin: u64) -> u64 {
-    (1 << 63) | uin
+    proto::inbox_of(uin)
 }
 
 /// A running `logic` process, killed on drop.
