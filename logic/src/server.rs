@@ -10,7 +10,7 @@ use crossbeam_channel::unbounded;
 use mio::{Poll, Waker};
 
 use crate::config::Config;
-use crate::durable::Durability;
+use crate::durable::{Durability, ReadBarrier, Threads};
 use crate::metrics::{self, Stats};
 use crate::net::{Net, NetConfig, WAKER};
 use crate::shard::{Shard, ShardConfig};
@@ -56,7 +56,7 @@ pub struct Server {
     net: JoinHandle<std::io::Result<()>>,
     shards: Vec<JoinHandle<()>>,
     durability: Arc<Durability>,
-    fsync: JoinHandle<()>,
+    fsync: Threads,
 }
 
 /// Stops a running server from any thread (e.g. a signal handler thread).
@@ -133,7 +133,14 @@ impl Server {
         for (me, rx) in rxs.into_iter().enumerate() {
             let h = worker::spawn(
                 me,
-                Shard::new(me, shard_cfg, store.clone()),
+                Shard::new(
+                    me,
+                    shard_cfg,
+                    Arc::new(ReadBarrier {
+                        durability: durability.clone(),
+                        shard: me,
+                    }),
+                ),
                 rx,
                 txs.clone(),
                 io.clone(),
@@ -191,9 +198,8 @@ impl Server {
             }
         }
         // A last sync, so a clean stop loses nothing even in batch mode.
-        self.durability.stop();
-        if self.fsync.join().is_err() {
-            return Err(std::io::Error::other("fsync thread panicked"));
+        if self.durability.shutdown(self.fsync).is_err() {
+            return Err(std::io::Error::other("writer or fsync thread panicked"));
         }
         net
     }

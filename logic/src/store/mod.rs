@@ -71,6 +71,9 @@
 mod check;
 mod fjall_store;
 mod mem;
+mod runs;
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -117,39 +120,60 @@ pub enum Op {
     Leave { uin: u64, room: u64 },
 }
 
-/// The writes of one shard turn, applied atomically and in order. A head
-/// or dedup record written twice in one batch is written once, with the
-/// later value.
+/// The writes of one shard turn (or of several, merged by the writer),
+/// applied atomically and in order. A head, dedup record or membership
+/// written twice in one batch is written once, with the later value.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
     ops: Vec<Op>,
-    /// Where each channel's `Head` and each device's `Dedup` is in `ops`.
-    slots: Vec<(Slot, usize)>,
+    /// Where each channel's `Head`, each device's `Dedup` and each
+    /// membership's `Join`/`Leave` is in `ops`.
+    slots: HashMap<Slot, usize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Head(u64),
-    Dedup(u64, u32),
+    Dedup(u64, u32, u16),
+    Member(u64, u64),
 }
 
 impl Batch {
-    /// Adds one write (a `Head` or `Dedup` replaces the batch's earlier
-    /// one for the same channel or device).
+    /// Adds one write (a `Head`, `Dedup`, `Join` or `Leave` replaces the
+    /// batch's earlier one for the same channel, device record or
+    /// membership).
     pub fn push(&mut self, op: Op) {
         let slot = match op {
             Op::Head { channel, .. } => Some(Slot::Head(channel)),
-            Op::Dedup { uin, device, .. } => Some(Slot::Dedup(uin, device)),
-            _ => None,
+            Op::Dedup {
+                uin, device, shard, ..
+            } => Some(Slot::Dedup(uin, device, shard)),
+            Op::Join { uin, room } | Op::Leave { uin, room } => Some(Slot::Member(uin, room)),
+            Op::Message { .. } => None,
         };
         if let Some(slot) = slot {
-            if let Some(&(_, i)) = self.slots.iter().find(|(s, _)| *s == slot) {
-                self.ops[i] = op;
-                return;
+            match self.slots.entry(slot) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    self.ops[*e.get()] = op;
+                    return;
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.ops.len());
+                }
             }
-            self.slots.push((slot, self.ops.len()));
         }
         self.ops.push(op);
+    }
+
+    /// Appends a later batch's writes (as if pushed one by one).
+    pub fn extend(&mut self, later: Batch) {
+        if self.ops.is_empty() {
+            *self = later;
+            return;
+        }
+        for op in later.ops {
+            self.push(op);
+        }
     }
 
     /// True when there is nothing to write.
@@ -276,5 +300,7 @@ pub(crate) mod key {
     }
 }
 
+#[cfg(test)]
+mod run_tests;
 #[cfg(test)]
 mod tests;
