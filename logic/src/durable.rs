@@ -42,7 +42,7 @@ use std::time::Duration;
 
 use crossbeam_channel::Sender;
 
-use crate::store::{Batch, Store, StoreError, StoredMsg};
+use crate::store::{Batch, IDLE, Store, StoreError, StoredMsg};
 use crate::worker::Input;
 
 /// When a SEND is acknowledged (see the module doc).
@@ -203,15 +203,18 @@ impl Durability {
         let mut taken = Vec::new();
         let mut who = vec![false; shards.len()];
         loop {
-            let stop = {
+            let (stop, timed_out) = {
                 let q = lock(&self.queue);
-                let mut q = self
+                let (mut q, t) = self
                     .queued
-                    .wait_while(q, |q| q.batches.is_empty() && !q.stop)
+                    .wait_timeout_while(q, IDLE, |q| q.batches.is_empty() && !q.stop)
                     .unwrap_or_else(|e| e.into_inner());
                 std::mem::swap(&mut taken, &mut q.batches);
-                q.stop
+                (q.stop, t.timed_out())
             };
+            if timed_out && let Err(e) = self.store.idle() {
+                crate::worker::fatal(&format!("store maintenance failed: {e}"));
+            }
             let Some(&(last, _, _)) = taken.last() else {
                 if stop {
                     return;
@@ -325,6 +328,10 @@ impl Store for ReadBarrier {
         self.durability.store().durable()
     }
 
+    fn idle(&self) -> Result<(), StoreError> {
+        self.durability.store().idle()
+    }
+
     fn head(&self, channel: u64) -> Result<u64, StoreError> {
         self.store().head(channel)
     }
@@ -349,3 +356,6 @@ impl Store for ReadBarrier {
         self.durability.store().disk_bytes()
     }
 }
+
+#[cfg(test)]
+mod tests;

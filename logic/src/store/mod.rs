@@ -14,17 +14,18 @@
 //!
 //! | keyspace | key | value | written by |
 //! |----------|-----|-------|------------|
-//! | `msgs` | `channel:8 msg_id:8` | `at_ms:8` + the encoded PUSH frame | the channel's shard |
+//! | `msgs` | `channel:8 first:8 last:8` | a run: `from:8`, then per message `at_ms:8 len:4` + the encoded PUSH frame | the channel's shard (see `runs.rs`; keys `channel:8 msg_id:8` holding one message are the format before runs, still read) |
 //! | `meta` | `'h' channel:8` | newest `msg_id`:8 | the channel's shard |
 //! | `meta` | `'d' uin:8 device:4 shard:2` | `client_msg_id`:8 `msg_id`:8 | that channel shard, with the message |
 //! | `meta` | `'u' uin:8 room:8` | empty (user -> rooms) | the uin's shard |
 //! | `meta` | `'r' room:8 uin:8` | empty (room -> members) | the uin's shard, in the same batch as `'u'` |
 //!
-//! - A message's key is written once and deleted once (retention), so the
-//!   frame is stored as the PUSH that SYNC replays, encoded once. A SEND
-//!   costs one message write; the head and the dedup record are written
-//!   once per channel and per device per batch (a shard turn), however
-//!   many messages the turn stored.
+//! - A run's key is written once, and trimmed or deleted by retention in
+//!   compactions, so the frame is stored as the PUSH that SYNC replays,
+//!   encoded once. A batch costs one message write per channel (its run of
+//!   consecutive ids); the head and the dedup record are written once per
+//!   channel and per device record per batch, however many messages the
+//!   batch stored.
 //! - The head `'h'` is separate from the messages because retention may
 //!   delete every message of a channel while its counter must go on
 //!   (PROTOCOL.md rule 6: no id reused).
@@ -92,6 +93,9 @@ pub enum StoreError {
     #[error("corrupt record under key {key}: {what}")]
     Corrupt { key: String, what: &'static str },
 }
+
+/// How long without writes before [`Store::idle`] is called.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One write a shard turn asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -212,6 +216,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Makes everything written so far survive a power loss (fdatasync);
     /// may run on another thread while writes go on.
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// Nothing was written for a while ([`IDLE`]): a good moment for work
+    /// that would stall writes under load (fjall: rotate the memtables, so
+    /// their flush, which holds the journal lock through an fsync, runs
+    /// now, and their memory is given back).
+    fn idle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether this store survives a restart at all (false for memory).
     fn durable(&self) -> bool;

@@ -221,3 +221,27 @@ fn a_merged_batch_keeps_each_shards_dedup_record_and_the_last_membership() {
     assert_eq!(s.rooms(1).unwrap(), Vec::<u64>::new());
     assert_eq!(s.dedup(1, 1).unwrap(), Some((6, 2)));
 }
+
+#[test]
+fn idle_rotates_written_memtables_so_they_are_flushed() {
+    let dir = tempfile::tempdir().unwrap();
+    let s = FjallStore::open(dir.path(), RET).unwrap();
+    let mut b = Batch::default();
+    b.push(msg(1, 1, 1_001));
+    b.push(Op::Head {
+        channel: 1,
+        newest: 1,
+    });
+    s.write(&b).unwrap();
+    assert_eq!(s.table_count(), 0, "still in the memtables");
+    s.idle().unwrap();
+    let t0 = std::time::Instant::now();
+    while s.table_count() < 2 {
+        assert!(
+            t0.elapsed() < std::time::Duration::from_secs(20),
+            "both keyspaces flushed after idle"
+        );
+        std::thread::yield_now();
+    }
+    assert_eq!(ids(&s, 1, 1, 1), vec![1], "still readable");
+}
