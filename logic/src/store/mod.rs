@@ -53,6 +53,9 @@
 //!
 //! # Reads are synchronous
 //!
+//! (Writes are not: a shard submits its batch to the writer thread, see
+//! `durable`, and its reads wait for its own pending writes first.)
+//!
 //! A shard reads the store only to load what it evicted (a user's rooms
 //! and dedup latest at login, a channel's head at first touch, old
 //! messages for a SYNC past the in-memory tail, a room's members). Each is
