@@ -55,21 +55,22 @@ impl RunBuilder {
         value.extend_from_slice(&first.to_be_bytes());
         RunBuilder {
             first,
-            last: first - 1,
+            // Empty: `last` is one below `first` (wrapping, so id 0 works).
+            last: first.wrapping_sub(1),
             value,
         }
     }
 
     /// Whether message `id` can be appended (the next id, within limits).
     pub fn takes(&self, id: u64) -> bool {
-        id == self.last + 1
-            && ((self.last + 1 - self.first) as usize) < MAX_RUN_MSGS
+        id == self.last.wrapping_add(1)
+            && (self.last.wrapping_add(1).wrapping_sub(self.first) as usize) < MAX_RUN_MSGS
             && self.value.len() < MAX_RUN_BYTES
     }
 
     /// Appends the next message.
     pub fn push(&mut self, at_ms: u64, frame: &[u8]) {
-        self.last += 1;
+        self.last = self.last.wrapping_add(1);
         self.value.extend_from_slice(&at_ms.to_be_bytes());
         self.value
             .extend_from_slice(&(frame.len() as u32).to_be_bytes());
