@@ -36,8 +36,10 @@
 //! `--data-dir :memory:` keeps everything in memory: **not durable**, for
 //! tests and benchmarks only.
 //!
-//! Each shard turn writes one batch (messages, heads, dedup records,
-//! membership) and its outputs, SEND_ACKs and PUSHes and JOIN_ACKs and
+//! Each shard turn submits one batch (messages, heads, dedup records,
+//! membership) to the writer thread, which merges what is queued into one
+//! store commit ([`durable`]); the shard never waits for the store, and
+//! the turn's outputs, SEND_ACKs and PUSHes and JOIN_ACKs and
 //! messages to other shards alike, are released only once that batch is
 //! durable in the configured sense, so no client ever sees an id a crash
 //! could give to another body:
@@ -59,7 +61,7 @@
 //! start naming the file ([`store`]). A failing store stops the process
 //! (fail-stop): nothing unstored is ever acknowledged.
 //!
-//! Restart reads no message: fjall replays at most its journals (64 MiB)
+//! Restart reads no message: fjall replays at most its journals (256 MiB)
 //! and every head, membership and dedup record is read when first needed.
 //!
 //! # Threads and sharding

@@ -10,7 +10,7 @@ use crossbeam_channel::unbounded;
 use mio::{Poll, Waker};
 
 use crate::config::Config;
-use crate::durable::Durability;
+use crate::durable::{Durability, ReadBarrier, Threads};
 use crate::metrics::{self, Stats};
 use crate::net::{Net, NetConfig, WAKER};
 use crate::shard::{Shard, ShardConfig};
@@ -57,8 +57,9 @@ pub struct Server {
     stopper: Stopper,
     net: JoinHandle<std::io::Result<()>>,
     shards: Vec<JoinHandle<()>>,
-    /// The embedded store's group commit (absent on a Redis node).
-    durability: Option<(Arc<Durability>, JoinHandle<()>)>,
+    /// The embedded store's writer and group commit (absent on a Redis
+    /// node).
+    durability: Option<(Arc<Durability>, Threads)>,
     /// A Redis node's bus thread and its stop flag.
     bus: Option<(Arc<AtomicBool>, JoinHandle<()>)>,
 }
@@ -140,7 +141,14 @@ impl Server {
         for (me, rx) in rxs.into_iter().enumerate() {
             let h = worker::spawn(
                 me,
-                Shard::new(me, shard_cfg, store.clone()),
+                Shard::new(
+                    me,
+                    shard_cfg,
+                    Arc::new(ReadBarrier {
+                        durability: durability.clone(),
+                        shard: me,
+                    }),
+                ),
                 rx,
                 txs.clone(),
                 io.clone(),
@@ -255,11 +263,10 @@ impl Server {
             }
         }
         // A last sync, so a clean stop loses nothing even in batch mode.
-        if let Some((durability, fsync)) = self.durability {
-            durability.stop();
-            if fsync.join().is_err() {
-                return Err(std::io::Error::other("fsync thread panicked"));
-            }
+        if let Some((durability, threads)) = self.durability
+            && durability.shutdown(threads).is_err()
+        {
+            return Err(std::io::Error::other("writer or fsync thread panicked"));
         }
         if let Some((stop, bus)) = self.bus {
             stop.store(true, Ordering::Release);

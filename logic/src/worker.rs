@@ -1,7 +1,8 @@
 //! A shard's thread: receive batches of [`ShardMsg`] from the network
 //! thread and from peer shards over crossbeam channels, run them through
-//! the sans-io [`Shard`], write the turn's batch to the store, and flush
-//! the turn's outputs once the batch is durable (see [`crate::durable`]):
+//! the sans-io [`Shard`], submit the turn's batch to the writer thread
+//! (never waiting for the store), and flush the turn's outputs once the
+//! batch is durable (see [`crate::durable`]):
 //! link bytes to the network thread first (one message and one wake per
 //! turn), then messages to peers (one batch per peer per turn). That order
 //! is what keeps a SYNC_ACK behind the PUSHes of its parts (see
@@ -20,7 +21,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 
-use crate::durable::{Durability, FsyncMode};
+use crate::durable::Durability;
 use crate::metrics::ShardStats;
 use crate::shard::{Outbox, Shard, ShardMsg};
 
@@ -28,6 +29,9 @@ use crate::shard::{Outbox, Shard, ShardMsg};
 #[derive(Debug)]
 pub enum Input {
     Batch(Vec<ShardMsg>),
+    /// Every batch with a ticket up to this one is written (a wake-up:
+    /// the shard reads the counters).
+    Written(u64),
     /// Every batch with a ticket up to this one is synced.
     Synced(u64),
     Stop,
@@ -99,7 +103,6 @@ fn run(
     let mut out = Outbox::new(me, shards);
     let mut held: VecDeque<Held> = VecDeque::new();
     let mut last_ticket = 0;
-    let mut synced = 0;
     let mut last_sweep = now_ms();
     loop {
         let mut next = match rx.recv_timeout(SWEEP_EVERY) {
@@ -116,7 +119,7 @@ fn run(
                     stop = true;
                     break;
                 }
-                Input::Synced(t) => synced = synced.max(t),
+                Input::Written(_) | Input::Synced(_) => {}
                 Input::Batch(msgs) => {
                     for m in msgs {
                         shard.handle(now, m, &mut out);
@@ -132,36 +135,28 @@ fn run(
             fatal(&format!("shard {me}: store read failed: {e}"));
         }
         if !out.batch.is_empty() {
-            if let Err(e) = durability.store().write(&out.batch) {
-                fatal(&format!("shard {me}: store write failed: {e}"));
-            }
-            out.batch.clear();
-            last_ticket = durability.wrote();
+            last_ticket = durability.submit(me, std::mem::take(&mut out.batch));
         }
         // Published before the flush, so whoever sees this turn's output
         // also sees its counters.
         stats.publish(&shard);
         let has_output = !out.io.is_empty() || out.to_shard.iter().any(|v| !v.is_empty());
-        match durability.mode() {
-            FsyncMode::Batch => flush(&mut out.io, &mut out.to_shard, peers, io),
-            FsyncMode::Always => {
-                if has_output {
-                    let fresh = || (0..shards).map(|_| Vec::new()).collect();
-                    held.push_back(Held {
-                        ticket: last_ticket,
-                        io: std::mem::take(&mut out.io),
-                        to_shard: std::mem::replace(&mut out.to_shard, fresh()),
-                    });
-                }
-                synced = synced.max(durability.synced());
-                while held.front().is_some_and(|h| h.ticket <= synced) {
-                    if let Some(mut h) = held.pop_front() {
-                        flush(&mut h.io, &mut h.to_shard, peers, io);
-                    }
-                }
-                if !held.is_empty() {
-                    durability.request(me);
-                }
+        let released = durability.released();
+        if has_output {
+            if held.is_empty() && last_ticket <= released {
+                flush(&mut out.io, &mut out.to_shard, peers, io);
+            } else {
+                let fresh = || (0..shards).map(|_| Vec::new()).collect();
+                held.push_back(Held {
+                    ticket: last_ticket,
+                    io: std::mem::take(&mut out.io),
+                    to_shard: std::mem::replace(&mut out.to_shard, fresh()),
+                });
+            }
+        }
+        while held.front().is_some_and(|h| h.ticket <= released) {
+            if let Some(mut h) = held.pop_front() {
+                flush(&mut h.io, &mut h.to_shard, peers, io);
             }
         }
         if now.saturating_sub(last_sweep) >= SWEEP_EVERY.as_millis() as u64 {

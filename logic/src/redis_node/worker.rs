@@ -118,7 +118,7 @@ impl Worker {
                         self.flush();
                         return;
                     }
-                    Input::Synced(_) => {}
+                    Input::Synced(_) | Input::Written(_) => {}
                     Input::Batch(msgs) => {
                         for m in msgs {
                             self.handle(m);

@@ -14,17 +14,18 @@
 //!
 //! | keyspace | key | value | written by |
 //! |----------|-----|-------|------------|
-//! | `msgs` | `channel:8 msg_id:8` | `at_ms:8` + the encoded PUSH frame | the channel's shard |
+//! | `msgs` | `channel:8 first:8 last:8` | a run: `from:8`, then per message `at_ms:8 len:4` + the encoded PUSH frame | the channel's shard (see `runs.rs`; keys `channel:8 msg_id:8` holding one message are the format before runs, still read) |
 //! | `meta` | `'h' channel:8` | newest `msg_id`:8 | the channel's shard |
 //! | `meta` | `'d' uin:8 device:4 shard:2` | `client_msg_id`:8 `msg_id`:8 | that channel shard, with the message |
 //! | `meta` | `'u' uin:8 room:8` | empty (user -> rooms) | the uin's shard |
 //! | `meta` | `'r' room:8 uin:8` | empty (room -> members) | the uin's shard, in the same batch as `'u'` |
 //!
-//! - A message's key is written once and deleted once (retention), so the
-//!   frame is stored as the PUSH that SYNC replays, encoded once. A SEND
-//!   costs one message write; the head and the dedup record are written
-//!   once per channel and per device per batch (a shard turn), however
-//!   many messages the turn stored.
+//! - A run's key is written once, and trimmed or deleted by retention in
+//!   compactions, so the frame is stored as the PUSH that SYNC replays,
+//!   encoded once. A batch costs one message write per channel (its run of
+//!   consecutive ids); the head and the dedup record are written once per
+//!   channel and per device record per batch, however many messages the
+//!   batch stored.
 //! - The head `'h'` is separate from the messages because retention may
 //!   delete every message of a channel while its counter must go on
 //!   (PROTOCOL.md rule 6: no id reused).
@@ -52,6 +53,9 @@
 //!
 //! # Reads are synchronous
 //!
+//! (Writes are not: a shard submits its batch to the writer thread, see
+//! `durable`, and its reads wait for its own pending writes first.)
+//!
 //! A shard reads the store only to load what it evicted (a user's rooms
 //! and dedup latest at login, a channel's head at first touch, old
 //! messages for a SYNC past the in-memory tail, a room's members). Each is
@@ -71,6 +75,9 @@
 mod check;
 mod fjall_store;
 mod mem;
+mod runs;
+
+use std::collections::HashMap;
 
 use bytes::Bytes;
 
@@ -89,6 +96,9 @@ pub enum StoreError {
     #[error("corrupt record under key {key}: {what}")]
     Corrupt { key: String, what: &'static str },
 }
+
+/// How long without writes before [`Store::idle`] is called.
+pub const IDLE: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// One write a shard turn asks for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -117,39 +127,60 @@ pub enum Op {
     Leave { uin: u64, room: u64 },
 }
 
-/// The writes of one shard turn, applied atomically and in order. A head
-/// or dedup record written twice in one batch is written once, with the
-/// later value.
+/// The writes of one shard turn (or of several, merged by the writer),
+/// applied atomically and in order. A head, dedup record or membership
+/// written twice in one batch is written once, with the later value.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
 pub struct Batch {
     ops: Vec<Op>,
-    /// Where each channel's `Head` and each device's `Dedup` is in `ops`.
-    slots: Vec<(Slot, usize)>,
+    /// Where each channel's `Head`, each device's `Dedup` and each
+    /// membership's `Join`/`Leave` is in `ops`.
+    slots: HashMap<Slot, usize>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 enum Slot {
     Head(u64),
-    Dedup(u64, u32),
+    Dedup(u64, u32, u16),
+    Member(u64, u64),
 }
 
 impl Batch {
-    /// Adds one write (a `Head` or `Dedup` replaces the batch's earlier
-    /// one for the same channel or device).
+    /// Adds one write (a `Head`, `Dedup`, `Join` or `Leave` replaces the
+    /// batch's earlier one for the same channel, device record or
+    /// membership).
     pub fn push(&mut self, op: Op) {
         let slot = match op {
             Op::Head { channel, .. } => Some(Slot::Head(channel)),
-            Op::Dedup { uin, device, .. } => Some(Slot::Dedup(uin, device)),
-            _ => None,
+            Op::Dedup {
+                uin, device, shard, ..
+            } => Some(Slot::Dedup(uin, device, shard)),
+            Op::Join { uin, room } | Op::Leave { uin, room } => Some(Slot::Member(uin, room)),
+            Op::Message { .. } => None,
         };
         if let Some(slot) = slot {
-            if let Some(&(_, i)) = self.slots.iter().find(|(s, _)| *s == slot) {
-                self.ops[i] = op;
-                return;
+            match self.slots.entry(slot) {
+                std::collections::hash_map::Entry::Occupied(e) => {
+                    self.ops[*e.get()] = op;
+                    return;
+                }
+                std::collections::hash_map::Entry::Vacant(e) => {
+                    e.insert(self.ops.len());
+                }
             }
-            self.slots.push((slot, self.ops.len()));
         }
         self.ops.push(op);
+    }
+
+    /// Appends a later batch's writes (as if pushed one by one).
+    pub fn extend(&mut self, later: Batch) {
+        if self.ops.is_empty() {
+            *self = later;
+            return;
+        }
+        for op in later.ops {
+            self.push(op);
+        }
     }
 
     /// True when there is nothing to write.
@@ -188,6 +219,14 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// Makes everything written so far survive a power loss (fdatasync);
     /// may run on another thread while writes go on.
     fn sync(&self) -> Result<(), StoreError>;
+
+    /// Nothing was written for a while ([`IDLE`]): a good moment for work
+    /// that would stall writes under load (fjall: rotate the memtables, so
+    /// their flush, which holds the journal lock through an fsync, runs
+    /// now, and their memory is given back).
+    fn idle(&self) -> Result<(), StoreError> {
+        Ok(())
+    }
 
     /// Whether this store survives a restart at all (false for memory).
     fn durable(&self) -> bool;
@@ -276,5 +315,7 @@ pub(crate) mod key {
     }
 }
 
+#[cfg(test)]
+mod run_tests;
 #[cfg(test)]
 mod tests;
