@@ -486,3 +486,21 @@ fn across_a_redis_restart_logins_kick_and_sessions_catch_up() {
         }
     }
 }
+
+/// The harness's port picking: a port taken between "free" and
+/// redis-server's bind makes redis-server exit, which the harness sees
+/// (and `Redis::start` then tries another port) instead of waiting out
+/// its timeout.
+#[test]
+fn the_harness_notices_a_port_taken_under_redis_server() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let started = Instant::now();
+    assert!(Redis::try_start_on(port, &[]).is_none());
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "seen at its exit"
+    );
+    drop(taken);
+    assert!(Redis::try_start_on(port, &[]).is_some());
+}

@@ -33,24 +33,55 @@ impl Redis {
         Redis::start_with(&[])
     }
 
-    /// Starts one with `extra` arguments (e.g. cluster mode).
+    /// Starts one with `extra` arguments (e.g. cluster mode) on a free
+    /// port. redis-server cannot bind port 0 and say which port it got, so
+    /// the port is found by binding and releasing it; someone else may take
+    /// it before redis-server binds it, and then redis-server exits at
+    /// once: another port is tried.
     pub fn start_with(extra: &[&str]) -> Redis {
-        Redis::start_on(free_port(), extra)
+        for _ in 0..10 {
+            let mut r = Redis::unstarted(free_port(), extra);
+            if r.try_spawn() {
+                return r;
+            }
+        }
+        panic!("redis-server exited at start on 10 ports in a row");
     }
 
     /// Starts one on `port`.
     pub fn start_on(port: u16, extra: &[&str]) -> Redis {
-        let mut r = Redis {
-            child: None,
-            port,
-            dir: tempfile::tempdir().expect("redis dir"),
-            extra: extra.iter().map(|s| s.to_string()).collect(),
-        };
+        let mut r = Redis::unstarted(port, extra);
         r.spawn();
         r
     }
 
+    /// Starts one on `port`, or None if redis-server exits at once (the
+    /// port is taken).
+    pub fn try_start_on(port: u16, extra: &[&str]) -> Option<Redis> {
+        let mut r = Redis::unstarted(port, extra);
+        r.try_spawn().then_some(r)
+    }
+
+    fn unstarted(port: u16, extra: &[&str]) -> Redis {
+        Redis {
+            child: None,
+            port,
+            dir: tempfile::tempdir().expect("redis dir"),
+            extra: extra.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server on port {} exited at start",
+            self.port
+        );
+    }
+
+    /// Starts redis-server and waits for it to answer; false if it exited
+    /// first (its port was taken).
+    fn try_spawn(&mut self) -> bool {
         let child = Command::new("redis-server")
             .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
             .arg("--dir")
@@ -62,23 +93,28 @@ impl Redis {
             .spawn()
             .expect("redis-server on PATH (Debian package redis-server; .ci/run installs it)");
         self.child = Some(child);
-        self.wait_ready();
+        self.wait_ready()
     }
 
-    /// Polls PING until it answers PONG, failing after [`READY_TIMEOUT`].
-    fn wait_ready(&self) {
+    /// Polls PING until it answers PONG (true) or the server exits
+    /// (false), failing after [`READY_TIMEOUT`].
+    fn wait_ready(&mut self) -> bool {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
             if ping(self.port) {
-                return;
+                return true;
+            }
+            let child = self.child.as_mut().expect("spawned");
+            if child.try_wait().expect("try_wait").is_some() {
+                self.child = None;
+                return false;
             }
             assert!(
                 Instant::now() < deadline,
                 "redis-server on port {} did not answer PING",
                 self.port
             );
-            std::thread::yield_now();
-            std::thread::sleep(Duration::from_millis(5));
+            std::thread::sleep(Duration::from_millis(5)); // polling a child: no event to await
         }
     }
 
