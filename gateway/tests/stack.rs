@@ -476,10 +476,12 @@ fn a_receiver_that_stops_reading_is_kicked_and_syncs_what_it_missed() {
     assert_eq!(ids, (last + 1..=sent).collect::<Vec<_>>());
 }
 
-/// Known failure, not yet diagnosed (issue 14): the gateway moves to the
-/// other node and alice's SEND goes through it, but the PUSH of bob's
-/// next message never reaches her. The logs show her gateway leaving A
-/// for B already when B starts, before A is killed. Run with
+/// Known failure, not yet diagnosed (issue 14). With logs on: node A
+/// closes the gateway's link (the gateway reads EOF) about 45 ms after
+/// alice's Open reaches it, with nothing logged by A, long before the test
+/// kills A; the gateway moves to B as designed, alice's SEND goes through
+/// B (msg 2) and she received msg 1 there, but the PUSH of bob's next
+/// message (msg 3) never reaches her. Run with
 /// `cargo test --release -p millgate-gateway --test stack -- --ignored`.
 #[test]
 #[ignore = "issue 14: PUSHes stop reaching a session moved between Redis nodes"]
