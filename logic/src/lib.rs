@@ -197,6 +197,7 @@ pub mod channel;
 pub mod config;
 pub mod dedup;
 pub mod durable;
+pub mod forwarded;
 pub mod metrics;
 pub mod net;
 pub mod redis_node;

@@ -49,7 +49,7 @@ fn sync_ack(
             panic!("expected Deliver");
         };
         let mut got = Vec::new();
-        common_unpack(&mut got, &targets, &frame);
+        common::unpack(&mut got, &targets, &frame);
         for x in got {
             if x.kind == Kind::SyncAck && x.seq == seq {
                 let ack = pb::SyncAck::decode(x.body).expect("sync ack");
@@ -58,21 +58,6 @@ fn sync_ack(
             }
             pushes.push(x);
         }
-    }
-}
-
-fn common_unpack(got: &mut Vec<Got>, targets: &[proto::link::SessionRef], frame: &[u8]) {
-    let f = proto::codec::decode(&mut bytes::BytesMut::from(frame), 1 << 20)
-        .expect("valid frame")
-        .expect("whole frame");
-    for &t in targets {
-        got.push(Got {
-            target: t,
-            kind: f.kind,
-            seq: f.seq,
-            body: f.body.clone(),
-            fanout: targets.len(),
-        });
     }
 }
 
@@ -471,7 +456,7 @@ fn across_a_redis_restart_logins_kick_and_sessions_catch_up() {
             }
             LinkMsg::Deliver { targets, frame } => {
                 let mut got = Vec::new();
-                common_unpack(&mut got, &targets, &frame);
+                common::unpack(&mut got, &targets, &frame);
                 for g in got.into_iter().filter(|g| g.kind == Kind::Push) {
                     assert_eq!(g.target, reader.s);
                     let id = g.push().msg_id;

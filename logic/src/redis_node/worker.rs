@@ -14,10 +14,8 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use crossbeam_channel::{Receiver, RecvTimeoutError};
-use prost::Message;
-use proto::codec::{self, Header, Kind};
 use proto::link::{LinkMsg, SessionRef};
-use proto::pb::{self, Status, error::ErrorCode};
+use proto::pb::{self, Status};
 use redis::Value;
 
 use super::bus::{Local, LocalSess};
@@ -25,6 +23,7 @@ use super::conn::Conn;
 use super::read::as_u64;
 use super::scripts::{self as k, Scripts, evalsha, pad20, parse_record};
 use crate::channel::{ChannelKind, kind_of};
+use crate::forwarded::{self, LogicRequest};
 use crate::reply::{self, Origin};
 use crate::shard::ShardMsg;
 use crate::worker::{Input, IoSender};
@@ -301,19 +300,13 @@ impl Worker {
     }
 
     fn client(&mut self, gw: u64, session: SessionRef, uin: u64, device: u32, frame: Bytes) {
-        let Some(hdr) = frame.first_chunk::<{ codec::HEADER_LEN }>() else {
-            reply::terminate(self.buf(gw), session, 0, ErrorCode::BadFrame, "short frame");
-            return;
-        };
-        let header = match Header::parse(hdr, self.cfg.max_client_body) {
-            Ok(h) => h,
-            Err(e) => {
-                let code = match e {
-                    codec::DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
-                    _ => ErrorCode::BadFrame,
-                };
-                reply::terminate(self.buf(gw), session, e.seq(), code, &e.to_string());
-                return;
+        let (seq, request) = match forwarded::parse(&frame, self.cfg.max_client_body) {
+            Ok(r) => r,
+            Err(r) => {
+                // The session's SENDs gathered this turn are answered
+                // before the ERROR that ends it.
+                self.run_sends();
+                return reply::terminate(self.buf(gw), session, r.seq, r.code, &r.why);
             }
         };
         let o = Origin {
@@ -321,27 +314,17 @@ impl Worker {
             session,
             uin,
             device,
-            seq: header.seq,
+            seq,
         };
-        let bad = |w: &mut Worker, why: &str| {
-            reply::terminate(w.buf(gw), session, header.seq, ErrorCode::BadFrame, why)
-        };
-        if frame.len() != codec::HEADER_LEN + header.body_len as usize {
-            return bad(self, "length mismatch");
-        }
-        let body = frame.slice(codec::HEADER_LEN..);
-        if header.kind != Kind::Send {
+        // SENDs gathered this turn go out before anything else is served.
+        if !matches!(request, LogicRequest::Send(_)) {
             self.run_sends();
         }
-        let ok = match header.kind {
-            Kind::Send => pb::SendReq::decode(body).map(|m| self.send(o, m)),
-            Kind::Sync => pb::SyncReq::decode(body).map(|m| self.sync(o, m)),
-            Kind::Join => pb::Join::decode(body).map(|m| self.join(o, m.channel)),
-            Kind::Leave => pb::Leave::decode(body).map(|m| self.leave(o, m.channel)),
-            _ => return bad(self, "not a logic request"),
-        };
-        if ok.is_err() {
-            bad(self, "body does not decode");
+        match request {
+            LogicRequest::Send(m) => self.send(o, m),
+            LogicRequest::Sync(m) => self.sync(o, m),
+            LogicRequest::Join(ch) => self.join(o, ch),
+            LogicRequest::Leave(ch) => self.leave(o, ch),
         }
     }
 

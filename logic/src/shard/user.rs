@@ -9,14 +9,14 @@
 //! channel's shard hears of them.
 
 use bytes::{Bytes, BytesMut};
-use proto::codec::{self, Header, Kind};
+use proto::codec::Kind;
 use proto::link::{LinkMsg, SessionRef};
-use proto::pb::{self, Status, error::ErrorCode};
-use proto::request::Request;
+use proto::pb::{self, Status};
 
 use super::{PendingSync, Shard, ShardMsg, shard_of_channel, shard_of_uin};
 use crate::channel::{ChannelKind, inbox_of, kind_of};
 use crate::dedup::{Outcome, Verdict};
+use crate::forwarded::{self, LogicRequest};
 use crate::reply::{self, Origin};
 use crate::router::{Opened, Sess};
 use crate::store::Op;
@@ -136,58 +136,22 @@ impl Shard {
         frame: Bytes,
         out: &mut super::Outbox,
     ) {
-        let Some(hdr) = frame.first_chunk::<{ codec::HEADER_LEN }>() else {
-            reply::terminate(out.io(gw), session, 0, ErrorCode::BadFrame, "short frame");
-            return;
-        };
-        let header = match Header::parse(hdr, self.cfg.max_client_body) {
-            Ok(h) => h,
-            Err(e) => {
-                let code = match e {
-                    codec::DecodeError::TooLarge { .. } => ErrorCode::TooLarge,
-                    _ => ErrorCode::BadFrame,
-                };
-                reply::terminate(out.io(gw), session, e.seq(), code, &e.to_string());
-                return;
-            }
+        let (seq, request) = match forwarded::parse(&frame, self.cfg.max_client_body) {
+            Ok(r) => r,
+            Err(r) => return reply::terminate(out.io(gw), session, r.seq, r.code, &r.why),
         };
         let origin = Origin {
             gw,
             session,
             uin,
             device,
-            seq: header.seq,
+            seq,
         };
-        if frame.len() != codec::HEADER_LEN + header.body_len as usize {
-            reply::terminate(
-                out.io(gw),
-                session,
-                header.seq,
-                ErrorCode::BadFrame,
-                "length mismatch",
-            );
-            return;
-        }
-        let body = frame.slice(codec::HEADER_LEN..);
-        match Request::decode(header.kind, body) {
-            Ok(Request::Send(m)) => self.send(origin, m, out),
-            Ok(Request::Sync(m)) => self.sync(origin, m, out),
-            Ok(Request::Join(m)) => self.join(origin, m.channel, out),
-            Ok(Request::Leave(m)) => self.leave(origin, m.channel, out),
-            Ok(Request::Login(_) | Request::Heartbeat(_)) => reply::terminate(
-                out.io(gw),
-                session,
-                header.seq,
-                ErrorCode::BadFrame,
-                "not a logic request",
-            ),
-            Err(e) => reply::terminate(
-                out.io(gw),
-                session,
-                header.seq,
-                ErrorCode::BadFrame,
-                &e.to_string(),
-            ),
+        match request {
+            LogicRequest::Send(m) => self.send(origin, m, out),
+            LogicRequest::Sync(m) => self.sync(origin, m, out),
+            LogicRequest::Join(ch) => self.join(origin, ch, out),
+            LogicRequest::Leave(ch) => self.leave(origin, ch, out),
         }
     }
 

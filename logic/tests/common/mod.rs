@@ -416,7 +416,8 @@ impl Gateway {
     }
 }
 
-fn unpack(got: &mut Vec<Got>, targets: &[SessionRef], frame: &[u8]) {
+/// Splits one `Deliver` into a `Got` per target.
+pub fn unpack(got: &mut Vec<Got>, targets: &[SessionRef], frame: &[u8]) {
     let f = codec::decode(&mut BytesMut::from(frame), 1 << 20)
         .expect("valid client frame")
         .expect("whole client frame");
