@@ -191,55 +191,49 @@ impl Tls {
     }
 }
 
-/// Runs `f` on spare room at the end of `out`, growing it as told.
-fn encode_with(
+/// Runs `f` on spare room at the end of `out` (first `room` bytes), growing
+/// the room to what `required` reads off an error for too small a buffer.
+fn grow_into<E: std::fmt::Display>(
     out: &mut BytesMut,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+    mut room: usize,
+    mut f: impl FnMut(&mut [u8]) -> Result<usize, E>,
+    required: impl Fn(&E) -> Option<usize>,
 ) -> Result<(), TlsError> {
-    let mut room = 2048;
     loop {
         let start = out.len();
         out.resize(start + room, 0);
-        match f(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
-            }
-            Err(EncodeError::InsufficientSize(e)) => {
-                out.truncate(start);
-                room = e.required_size;
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(TlsError::Encrypt(e.to_string()));
-            }
+        let r = f(&mut out[start..]);
+        out.truncate(start + *r.as_ref().unwrap_or(&0));
+        match r {
+            Ok(_) => return Ok(()),
+            Err(e) => match required(&e) {
+                Some(n) => room = n,
+                None => return Err(TlsError::Encrypt(e.to_string())),
+            },
         }
     }
 }
 
+/// Appends handshake records `f` encodes.
+fn encode_with(
+    out: &mut BytesMut,
+    f: impl FnMut(&mut [u8]) -> Result<usize, EncodeError>,
+) -> Result<(), TlsError> {
+    grow_into(out, 2048, f, |e| match e {
+        EncodeError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    })
+}
+
+/// Appends records `f` encrypts.
 fn encrypt_with(
     out: &mut BytesMut,
-    mut f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
+    f: impl FnMut(&mut [u8]) -> Result<usize, EncryptError>,
 ) -> Result<(), TlsError> {
-    let mut room = 1024;
-    loop {
-        let start = out.len();
-        out.resize(start + room, 0);
-        match f(&mut out[start..]) {
-            Ok(n) => {
-                out.truncate(start + n);
-                return Ok(());
-            }
-            Err(EncryptError::InsufficientSize(e)) => {
-                out.truncate(start);
-                room = e.required_size;
-            }
-            Err(e) => {
-                out.truncate(start);
-                return Err(TlsError::Encrypt(e.to_string()));
-            }
-        }
-    }
+    grow_into(out, 1024, f, |e| match e {
+        EncryptError::InsufficientSize(s) => Some(s.required_size),
+        _ => None,
+    })
 }
 
 #[cfg(test)]

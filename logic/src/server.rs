@@ -32,12 +32,13 @@ pub enum StartError {
 /// Gateways connecting at once after a restart (a few per gateway process).
 const LISTEN_BACKLOG: i32 = 1024;
 
-/// The link listener: `SO_REUSEADDR` (as `std::net::TcpListener::bind`
-/// sets it), and `SO_REUSEPORT` when asked (see `Config::reuse_port`).
+/// The link listener, non-blocking for mio, and its bound address:
+/// `SO_REUSEADDR` (as `std::net::TcpListener::bind` sets it), and
+/// `SO_REUSEPORT` when asked (see `Config::reuse_port`).
 fn bind_link_listener(
     addr: SocketAddr,
     reuse_port: bool,
-) -> std::io::Result<std::net::TcpListener> {
+) -> std::io::Result<(mio::net::TcpListener, SocketAddr)> {
     use socket2::{Domain, Protocol, Socket, Type};
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
@@ -46,7 +47,24 @@ fn bind_link_listener(
     }
     socket.bind(&addr.into())?;
     socket.listen(LISTEN_BACKLOG)?;
-    Ok(socket.into())
+    let std: std::net::TcpListener = socket.into();
+    std.set_nonblocking(true)?;
+    let local = std.local_addr()?;
+    Ok((mio::net::TcpListener::from_std(std), local))
+}
+
+/// Serves `/metrics` on `addr` when configured; the bound address.
+fn serve_metrics(
+    addr: Option<SocketAddr>,
+    stats: &Arc<Stats>,
+) -> std::io::Result<Option<SocketAddr>> {
+    let Some(addr) = addr else {
+        return Ok(None);
+    };
+    let l = std::net::TcpListener::bind(addr)?;
+    let bound = l.local_addr()?;
+    metrics::serve(l, stats.clone())?;
+    Ok(Some(bound))
 }
 
 /// A running logic server.
@@ -102,21 +120,10 @@ impl Server {
         let n = cfg.shard_count();
         let poll = Poll::new()?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
-        let std_listener = bind_link_listener(cfg.listen, cfg.reuse_port)?;
-        std_listener.set_nonblocking(true)?;
-        let local_addr = std_listener.local_addr()?;
-        let listener = mio::net::TcpListener::from_std(std_listener);
+        let (listener, local_addr) = bind_link_listener(cfg.listen, cfg.reuse_port)?;
 
         let stats = Arc::new(Stats::new(n));
-        let metrics_addr = match cfg.metrics {
-            Some(addr) => {
-                let l = std::net::TcpListener::bind(addr)?;
-                let bound = l.local_addr()?;
-                metrics::serve(l, stats.clone())?;
-                Some(bound)
-            }
-            None => None,
-        };
+        let metrics_addr = serve_metrics(cfg.metrics, &stats)?;
 
         let (io_tx, io_rx) = unbounded();
         let io = IoSender {
@@ -193,20 +200,9 @@ impl Server {
         // Redis first: a bad URL or an unreachable Redis refuses to start
         // before the port is taken.
         let started = crate::redis_node::start(cfg, url, n, io)?;
-        let std_listener = bind_link_listener(cfg.listen, cfg.reuse_port)?;
-        std_listener.set_nonblocking(true)?;
-        let local_addr = std_listener.local_addr()?;
-        let listener = mio::net::TcpListener::from_std(std_listener);
+        let (listener, local_addr) = bind_link_listener(cfg.listen, cfg.reuse_port)?;
         let stats = Arc::new(Stats::new(n));
-        let metrics_addr = match cfg.metrics {
-            Some(addr) => {
-                let l = std::net::TcpListener::bind(addr)?;
-                let bound = l.local_addr()?;
-                metrics::serve(l, stats.clone())?;
-                Some(bound)
-            }
-            None => None,
-        };
+        let metrics_addr = serve_metrics(cfg.metrics, &stats)?;
         let flag = Arc::new(AtomicBool::new(false));
         let net_cfg = NetConfig {
             max_link_frame: cfg.max_link_frame,

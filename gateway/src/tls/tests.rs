@@ -4,55 +4,24 @@
 use std::sync::Arc;
 
 use bytes::BytesMut;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer, ServerName};
-use rustls::{ClientConfig, ClientConnection, RootCertStore};
+use rustls::pki_types::ServerName;
+use rustls::{ClientConfig, ClientConnection};
 
 use super::*;
 
-/// A self-signed ECDSA P-256 certificate for "localhost": the server's
-/// config and a client trusting it, offering `alpn`.
+mod pair;
+
+/// The server's config and a client trusting its certificate.
 fn pair(alpn: &[&[u8]]) -> (Arc<ServerConfig>, Arc<ClientConfig>) {
-    let rcgen::CertifiedKey { cert, signing_key } =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_owned()]).unwrap();
-    let der: CertificateDer<'static> = cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(signing_key.serialize_der()));
-    let server = config_from(vec![der.clone()], key).unwrap();
-    let mut roots = RootCertStore::empty();
-    roots.add(der).unwrap();
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut client = ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    client.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
-    (server, Arc::new(client))
+    let (certs, key, client) = pair::cert_and_client(alpn);
+    (config_from(certs, key).unwrap(), client)
 }
 
-/// Moves bytes both ways until neither side has anything to send; the
-/// server's plaintext lands in `plain`. `chunk` cuts the client's bytes
-/// into pieces of that size, as a socket might.
 fn pump(c: &mut ClientConnection, s: &mut Tls, plain: &mut BytesMut, chunk: usize) {
-    let mut incoming = BytesMut::new();
-    loop {
-        let mut to_server = Vec::new();
-        while c.wants_write() {
-            c.write_tls(&mut to_server).unwrap();
-        }
-        let mut out = BytesMut::new();
-        for piece in to_server.chunks(chunk) {
-            incoming.extend_from_slice(piece);
-            s.read(&mut incoming, plain, &mut out).unwrap();
-        }
-        if to_server.is_empty() && out.is_empty() {
-            return;
-        }
-        let mut rd = &out[..];
-        while !rd.is_empty() {
-            c.read_tls(&mut rd).unwrap();
-            c.process_new_packets().unwrap();
-        }
-    }
+    let read = |i: &mut BytesMut, p: &mut BytesMut, o: &mut BytesMut| {
+        s.read(i, p, o).unwrap();
+    };
+    pair::pump(c, read, plain, chunk);
 }
 
 fn client_plaintext(c: &mut ClientConnection) -> Vec<u8> {
